@@ -1,0 +1,308 @@
+"""Conformation datasets and their HDF5 files: the only module that opens HDF5.
+
+Layout (TorchANI's by-formula layout, readable by ``torchani.datasets.ANIDataset``):
+
+    /<formula>/species        (n_conf, n_atoms)     int64, atomic numbers
+    /<formula>/coordinates    (n_conf, n_atoms, 3)  float64, Angstrom
+    /<formula>/energies       (n_conf,)             float64, Hartree (NaN when unlabelled)
+    /<formula>/forces         (n_conf, n_atoms, 3)  float64, Hartree/Angstrom (NaN when unlabelled)
+    /<formula>/row            (n_conf,)             int64, position in the dataset (keeps order)
+    /<formula>/molecule_id    (n_conf,)             int64, key into the molecule table
+    /<formula>/conformer_id   (n_conf,)             int64
+    /<formula>/status         (n_conf,)             int64, code into STATUSES
+    /<formula>/<prop>         (n_conf, ...)         numeric per-conformation properties
+
+Every group has the same keys (ANIDataset requires it): a property that some conformations lack
+is stored with a fill value (NaN for floats, -1 for integers). Strings never go inside groups:
+the molecule table (SMILES, names, charge, multiplicity, split), the status names, units and
+provenance are JSON file attributes.
+
+A conformation's atom order is the atom order of ``Chem.AddHs(Chem.MolFromSmiles(smiles))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = [
+    "STATUSES",
+    "UNITS",
+    "DataError",
+    "Molecule",
+    "Conformer",
+    "Dataset",
+    "read",
+    "write",
+    "concat",
+    "formula",
+    "config_digest",
+]
+
+# Status of a conformation. Codes are positions in this tuple and never change meaning: append only.
+STATUSES = (
+    "unlabelled",  # geometry only, no oracle label yet
+    "ok",  # labelled
+    "scf_not_converged",  # the oracle's SCF fallback ladder was exhausted
+    "timeout",  # the oracle task ran past its time limit
+    "worker_crashed",  # the oracle worker died twice on this task
+    "oracle_error",  # any other oracle error (message in the log)
+    "force_too_large",  # label rejected: force norm above the configured limit
+    "skipped_mmff_high",  # GOLF selection: MMFF energy above the threshold
+    "skipped_repaired",  # GOLF selection: close atoms were pushed apart
+    "skipped_nonfinite",  # non-finite positions or energies
+    "converged",  # optimisation: converged by the force criterion
+    "running",  # optimisation: stopped at the step limit or still running
+)
+_STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
+
+UNITS = {
+    "energies": "Hartree",
+    "forces": "Hartree/Angstrom",
+    "coordinates": "Angstrom",
+}
+
+_CORE_KEYS = ("species", "coordinates", "energies", "forces", "row", "molecule_id", "conformer_id", "status")
+_ELEMENTS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 15: "P", 16: "S", 17: "Cl", 35: "Br", 53: "I"}
+
+
+class DataError(Exception):
+    """A file that is not one of our datasets, or a dataset that breaks the data contract."""
+
+
+@dataclass
+class Molecule:
+    molecule_id: int
+    smiles: str
+    name: str = ""
+    charge: int = 0
+    multiplicity: int = 1
+    split: str = "train"  # "train" or "test"
+
+
+@dataclass
+class Conformer:
+    """One conformation. ``props`` holds extra numeric properties: scalars or per-atom arrays."""
+
+    molecule_id: int
+    conformer_id: int
+    species: np.ndarray  # (atoms,) atomic numbers
+    coordinates: np.ndarray  # (atoms, 3) Angstrom
+    energy: float = float("nan")  # Hartree
+    forces: np.ndarray | None = None  # (atoms, 3) Hartree/Angstrom
+    status: str = "unlabelled"
+    props: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.species = np.asarray(self.species, dtype=np.int64)
+        self.coordinates = np.asarray(self.coordinates, dtype=np.float64).reshape(-1, 3)
+        if self.forces is not None:
+            self.forces = np.asarray(self.forces, dtype=np.float64).reshape(-1, 3)
+        if self.status not in _STATUS_CODE:
+            raise DataError(f"unknown status {self.status!r}; allowed: {', '.join(STATUSES)}")
+
+    @property
+    def labelled(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Dataset:
+    """A list of conformations, the molecule table they refer to, and file attributes."""
+
+    molecules: dict[int, Molecule] = field(default_factory=dict)
+    conformers: list[Conformer] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.conformers)
+
+    def __iter__(self):
+        return iter(self.conformers)
+
+    def subset(self, keep: Iterable[bool] | Iterable[int]) -> Dataset:
+        """A dataset with the conformers selected by a boolean mask or by indices."""
+        keep = list(keep)
+        if keep and isinstance(keep[0], (bool, np.bool_)):
+            conformers = [c for c, k in zip(self.conformers, keep, strict=True) if k]
+        else:
+            conformers = [self.conformers[i] for i in keep]
+        used = {c.molecule_id for c in conformers}
+        molecules = {i: m for i, m in self.molecules.items() if i in used}
+        return Dataset(molecules, conformers, dict(self.attrs))
+
+    def split(self, name: str) -> Dataset:
+        """The conformers of molecules in the given split ("train" or "test")."""
+        return self.subset([self.molecules[c.molecule_id].split == name for c in self.conformers])
+
+    def labelled(self) -> Dataset:
+        return self.subset([c.labelled for c in self.conformers])
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(Counter(c.status for c in self.conformers))
+
+    def smiles(self, conformer: Conformer) -> str:
+        return self.molecules[conformer.molecule_id].smiles
+
+
+def formula(species: np.ndarray) -> str:
+    """Hill formula of a list of atomic numbers, e.g. ``C2H6O``."""
+    counts = Counter(int(z) for z in species)
+    symbols = {_ELEMENTS.get(z, f"Z{z}"): n for z, n in counts.items()}
+    order = ["C", "H"] if "C" in symbols else []
+    order += sorted(s for s in symbols if s not in order)
+    return "".join(s + (str(symbols[s]) if symbols[s] > 1 else "") for s in order if s in symbols)
+
+
+def config_digest(config: dict) -> str:
+    """A short digest of a JSON-able config, stored as provenance."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _prop_kinds(conformers: list[Conformer]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """For each property: ("float" | "int", per-atom trailing shape or () for a scalar)."""
+    kinds: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for c in conformers:
+        for key, value in c.props.items():
+            if key in _CORE_KEYS:
+                raise DataError(f"property name {key!r} is reserved")
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf":
+                raise DataError(f"property {key!r} must be numeric, got {arr.dtype}")
+            kind = "int" if arr.dtype.kind in "biu" else "float"
+            shape = arr.shape[1:] if arr.ndim else ()
+            per_atom = arr.ndim > 0
+            old = kinds.get(key)
+            if old is None:
+                kinds[key] = (kind, ("atoms", *shape) if per_atom else ())
+            elif old[0] == "int" and kind == "float":
+                kinds[key] = ("float", old[1])
+    return kinds
+
+
+def write(path: str | os.PathLike, dataset: Dataset) -> None:
+    """Write a dataset atomically: a temporary file in the same folder, then a rename."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kinds = _prop_kinds(dataset.conformers)
+    groups: dict[str, list[tuple[int, Conformer]]] = defaultdict(list)
+    for row, c in enumerate(dataset.conformers):
+        groups[formula(c.species)].append((row, c))
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, members in groups.items():
+                g = f.create_group(name)
+                n_atoms = len(members[0][1].species)
+                if any(len(c.species) != n_atoms for _, c in members):
+                    raise DataError(f"conformers of formula {name} differ in atom count")
+                g["species"] = np.stack([c.species for _, c in members])
+                g["coordinates"] = np.stack([c.coordinates for _, c in members])
+                g["energies"] = np.array([c.energy for _, c in members], dtype=np.float64)
+                nan_forces = np.full((n_atoms, 3), np.nan)
+                g["forces"] = np.stack([nan_forces if c.forces is None else c.forces for _, c in members])
+                g["row"] = np.array([row for row, _ in members], dtype=np.int64)
+                g["molecule_id"] = np.array([c.molecule_id for _, c in members], dtype=np.int64)
+                g["conformer_id"] = np.array([c.conformer_id for _, c in members], dtype=np.int64)
+                g["status"] = np.array([_STATUS_CODE[c.status] for _, c in members], dtype=np.int64)
+                for key, (kind, shape) in kinds.items():
+                    full_shape = tuple(n_atoms if s == "atoms" else s for s in shape)
+                    fill = np.nan if kind == "float" else -1
+                    dtype = np.float64 if kind == "float" else np.int64
+                    values = [np.asarray(c.props.get(key, np.full(full_shape, fill)), dtype=dtype) for _, c in members]
+                    g[key] = np.stack([v.reshape(full_shape) for v in values])
+            f.attrs["golf_format"] = 1
+            f.attrs["units"] = json.dumps(UNITS)
+            f.attrs["statuses"] = json.dumps(list(STATUSES))
+            f.attrs["properties"] = json.dumps({k: [kind, list(shape)] for k, (kind, shape) in kinds.items()})
+            f.attrs["molecules"] = json.dumps([vars(m) for m in dataset.molecules.values()])
+            for key, value in dataset.attrs.items():
+                f.attrs[key] = json.dumps(value)  # JSON throughout, so values read back with their type
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: str | os.PathLike) -> Dataset:
+    """Read a dataset written by :func:`write`. Raises DataError for anything else."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: not an HDF5 file ({err})") from None
+    with f:
+        if "golf_format" not in f.attrs:
+            raise DataError(f"{path}: HDF5 file without golf attributes; not a golf-workflow dataset")
+        try:
+            statuses = json.loads(f.attrs["statuses"])
+            kinds = json.loads(f.attrs["properties"])
+            molecules = {m["molecule_id"]: Molecule(**m) for m in json.loads(f.attrs["molecules"])}
+            reserved = {"golf_format", "units", "statuses", "properties", "molecules"}
+            attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in reserved}
+            rows: list[tuple[int, Conformer]] = []
+            for name, g in f.items():
+                arrays = {key: g[key][()] for key in g.keys()}
+                for i in range(len(arrays["row"])):
+                    forces = arrays["forces"][i]
+                    props = {}
+                    for key in kinds:
+                        value = arrays[key][i]
+                        props[key] = value.item() if value.ndim == 0 else value
+                    conformer = Conformer(
+                        molecule_id=int(arrays["molecule_id"][i]),
+                        conformer_id=int(arrays["conformer_id"][i]),
+                        species=arrays["species"][i],
+                        coordinates=arrays["coordinates"][i],
+                        energy=float(arrays["energies"][i]),
+                        forces=None if np.isnan(forces).all() else forces,
+                        status=statuses[int(arrays["status"][i])],
+                        props=props,
+                    )
+                    rows.append((int(arrays["row"][i]), conformer))
+        except (KeyError, ValueError, TypeError, IndexError) as err:
+            raise DataError(f"{path}: damaged golf-workflow dataset ({err!r})") from None
+    rows.sort(key=lambda item: item[0])
+    return Dataset(molecules, [c for _, c in rows], attrs)
+
+
+def _attr_value(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def concat(datasets: Iterable[Dataset], attrs: dict | None = None) -> Dataset:
+    """Conformers of several datasets in order. Molecule tables must agree where they overlap."""
+    out = Dataset(attrs=dict(attrs or {}))
+    for ds in datasets:
+        for mid, mol in ds.molecules.items():
+            known = out.molecules.setdefault(mid, mol)
+            if known.smiles != mol.smiles:
+                raise DataError(f"molecule id {mid} is {known.smiles} in one dataset and {mol.smiles} in another")
+        out.conformers.extend(ds.conformers)
+    return out
