@@ -1,0 +1,28 @@
+# golf-workflow: GOLF (Tsypin et al., ICLR 2024) as a Snakemake workflow.
+# The flow and the file layout are described in README.md and docs/ARCHITECTURE.md.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "rules/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/conformers.smk"
+include: "rules/label.smk"
+include: "rules/nnp.smk"
+include: "rules/golf.smk"
+include: "rules/traj.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

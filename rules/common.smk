@@ -1,0 +1,100 @@
+# Config validation and the named helpers the rules use. Nothing here runs a job.
+
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from golf.config import ConfigError, golf_budget, traj_budget, validate  # noqa: E402
+
+try:
+    config = validate(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+ROUNDS = list(range(1, config["golf"]["rounds"] + 1))
+CHUNKS = list(range(config["oracle"]["chunks"]))
+TRAJ_K = traj_budget(config)
+BYO_D0 = config["data"]["d0"]
+BYO_TEST = config["data"]["test"]
+
+
+def nnp_gpus():
+    """1 where NNP rules will run on a GPU (resources: gpu=1), else 0."""
+    device = config["nnp"]["device"]
+    if device == "auto":
+        return int(shutil.which("nvidia-smi") is not None)
+    return int(device.startswith("cuda"))
+
+
+def model_names():
+    names = ["baseline"] + [f"golf-{r}" for r in ROUNDS]
+    if ROUNDS:
+        names.append(f"traj-{TRAJ_K}")
+    return names
+
+
+def evaluated_names():
+    return model_names() + ["mmff"]
+
+
+def get_final_outputs():
+    return [
+        "results/report/summary.md",
+        *expand("results/models/{model}.pt", model=model_names()),
+        *expand("results/rounds/{round}/stats.csv", round=ROUNDS),
+    ]
+
+
+def get_conformers(split):
+    """The unlabelled conformers of a split, or the user's own test set."""
+    if split == "test" and BYO_TEST:
+        return "results/imported/test.h5"
+    return "results/conformers.h5"
+
+
+def get_d0():
+    return "results/imported/d0.h5" if BYO_D0 else "results/labels/d0.h5"
+
+
+def get_labelling_input(wildcards):
+    """What a labelling set is made of: D0's train conformers, or a round's selection."""
+    if wildcards.set == "d0":
+        return get_conformers("train")
+    if wildcards.set.startswith("round-"):
+        return f"results/rounds/{wildcards.set.removeprefix('round-')}/selected.h5"
+    raise WorkflowError(f"unknown labelling set {wildcards.set!r}")
+
+
+def get_labelling_split(wildcards):
+    return "train" if wildcards.set == "d0" else None
+
+
+def get_previous_model(wildcards):
+    r = int(wildcards.round)
+    return "results/models/baseline.pt" if r == 1 else f"results/models/golf-{r - 1}.pt"
+
+
+def get_round_labels(wildcards):
+    """Labels of every round up to and including this one (round r reads rounds <= r only)."""
+    return [f"results/labels/round-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
+
+
+def get_model_for_eval(wildcards):
+    return [] if wildcards.model == "mmff" else f"results/models/{wildcards.model}.pt"
+
+
+def get_reference():
+    return "results/reference/test.h5"
+
+
+def get_round_benchmarks(wildcards):
+    """Benchmark files of a round's jobs, read for the round's time-per-stage columns."""
+    r = wildcards.round
+    return {
+        "optimize": [f"benchmarks/golf/{r}/optimize.tsv"],
+        "select": [f"benchmarks/golf/{r}/select.tsv"],
+        "label": [f"benchmarks/label/round-{r}/chunk-{c}.tsv" for c in CHUNKS],
+        "train": [f"benchmarks/golf/{r}/train.tsv"],
+    }

@@ -1,0 +1,95 @@
+# GOLF rounds (paper Alg. 1, batched): round r optimises with model r-1, picks the conformation
+# before the first MMFF energy rise of each trajectory, labels it, and fine-tunes model r on D0 and
+# the labels of rounds 1..r. Round r reads only files of rounds < r and writes only its own.
+
+
+rule golf_optimize:
+    input:
+        model=get_previous_model,
+        d0=get_d0(),
+    output:
+        trajectories="results/rounds/{round}/trajectories.h5",
+    log:
+        "logs/golf/{round}/optimize.log",
+    benchmark:
+        "benchmarks/golf/{round}/optimize.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+        gpu=nnp_gpus(),
+    conda:
+        "../envs/nnp.yaml"
+    params:
+        golf=config["golf"],
+        device=config["nnp"]["device"],
+    script:
+        "../workflow/scripts/golf_optimize.py"
+
+
+rule golf_select:
+    input:
+        trajectories="results/rounds/{round}/trajectories.h5",
+    output:
+        selected="results/rounds/{round}/selected.h5",
+    log:
+        "logs/golf/{round}/select.log",
+    benchmark:
+        "benchmarks/golf/{round}/select.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/chem.yaml"
+    params:
+        mmff_threshold=config["golf"]["mmff_threshold"],
+    script:
+        "../workflow/scripts/golf_select.py"
+
+
+rule golf_train:
+    input:
+        model=get_previous_model,
+        d0=get_d0(),
+        labels=get_round_labels,
+    output:
+        model="results/models/golf-{round}.pt",
+        metrics="results/models/golf-{round}.metrics.csv",
+    log:
+        "logs/golf/{round}/train.log",
+    benchmark:
+        "benchmarks/golf/{round}/train.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+        gpu=nnp_gpus(),
+    conda:
+        "../envs/nnp.yaml"
+    script:
+        "../workflow/scripts/golf_train.py"
+
+
+rule golf_round_stats:
+    input:
+        trajectories="results/rounds/{round}/trajectories.h5",
+        selected="results/rounds/{round}/selected.h5",
+        labels="results/labels/round-{round}.h5",
+        model="results/models/golf-{round}.pt",
+    output:
+        stats="results/rounds/{round}/stats.csv",
+    log:
+        "logs/golf/{round}/stats.log",
+    benchmark:
+        "benchmarks/golf/{round}/stats.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/chem.yaml"
+    params:
+        benchmarks=get_round_benchmarks,
+    script:
+        "../workflow/scripts/golf_round_stats.py"

@@ -1,0 +1,19 @@
+rule train_baseline:
+    input:
+        d0=get_d0(),
+    output:
+        model="results/models/baseline.pt",
+        metrics="results/models/baseline.metrics.csv",
+    log:
+        "logs/train/baseline.log",
+    benchmark:
+        "benchmarks/train/baseline.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+        gpu=nnp_gpus(),
+    conda:
+        "../envs/nnp.yaml"
+    script:
+        "../workflow/scripts/train_baseline.py"

@@ -1,0 +1,158 @@
+"""Molecule lists and RDKit conformers: ETKDG embedding, optional MMFF relaxation, RMSD
+de-duplication, and the train/test split by molecule.
+
+Bad input never stops the study: a molecule with an invalid SMILES, an element outside the NNP's
+list, a duplicate, or one RDKit cannot embed is skipped, and the skip (name, SMILES, reason) is
+recorded in the dataset's ``skipped`` attribute and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from golf.data import Conformer, Dataset, Molecule
+
+log = logging.getLogger(__name__)
+
+
+class MoleculeListError(Exception):
+    """A molecule list that cannot be used at all (missing, or no valid molecule in it)."""
+
+
+@dataclass
+class MoleculeSpec:
+    smiles: str  # canonical
+    name: str
+    line: int
+
+
+def read_molecule_list(path: str | Path) -> tuple[list[MoleculeSpec], list[dict]]:
+    """Molecules of a ``.smi`` file ("SMILES name" per line, # comments) and the skipped lines.
+
+    SMILES are canonicalised so that duplicates written differently are caught.
+    """
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # invalid SMILES are reported below, in one line each
+    path = Path(path)
+    if not path.exists():
+        raise MoleculeListError(f"{path}: no such molecule list")
+    specs, skipped, seen = [], [], {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        smiles, *rest = line.split()
+        name = rest[0] if rest else f"mol{number}"
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            skipped.append({"name": name, "smiles": smiles, "reason": f"line {number}: invalid SMILES"})
+            continue
+        canonical = Chem.MolToSmiles(mol)
+        if canonical in seen:
+            reason = f"line {number}: duplicate of {seen[canonical]}"
+            skipped.append({"name": name, "smiles": smiles, "reason": reason})
+            continue
+        seen[canonical] = name
+        specs.append(MoleculeSpec(canonical, name, number))
+    return specs, skipped
+
+
+def _rmsd(mol, conf_a: int, conf_b: int) -> float:
+    """All-atom RMSD after the best alignment over symmetry-equivalent atom orders (Angstrom)."""
+    from rdkit.Chem import rdMolAlign
+
+    return rdMolAlign.GetBestRMS(mol, mol, prbId=conf_a, refId=conf_b)
+
+
+def embed(smiles: str, n_keep: int, attempts: int, seed: int, mmff_relax: bool, rmsd_threshold: float):
+    """Up to ``n_keep`` distinct conformers (coordinates in AddHs atom order) of one molecule.
+
+    Returns (atomic numbers, list of (atoms, 3) arrays, charge, multiplicity).
+    Raises ValueError when RDKit cannot embed the molecule.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Descriptors
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    params.pruneRmsThresh = -1.0  # we de-duplicate ourselves, on heavy atoms, after any relaxation
+    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=attempts, params=params))
+    if not ids:
+        raise ValueError("RDKit could not embed the molecule (ETKDG failed)")
+    if mmff_relax:
+        AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)
+    # All atoms, not heavy atoms only: the conformations are not relaxed, so hydrogens differ too,
+    # and small molecules have a single heavy-atom conformer.
+    kept: list[int] = []
+    for cid in ids:
+        if all(_rmsd(mol, cid, k) >= rmsd_threshold for k in kept):
+            kept.append(cid)
+        if len(kept) == n_keep:
+            break
+    species = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    coords = [mol.GetConformer(cid).GetPositions() for cid in kept]
+    charge = Chem.GetFormalCharge(mol)
+    multiplicity = Descriptors.NumRadicalElectrons(mol) + 1
+    return species, coords, charge, multiplicity
+
+
+def generate_conformers(
+    specs: list[MoleculeSpec],
+    *,
+    elements: list[str],
+    per_molecule: int,
+    test_per_molecule: int,
+    test_fraction: float,
+    attempts: int = 30,
+    seed: int = 42,
+    mmff_relax: bool = False,
+    rmsd_threshold: float = 0.3,
+    skipped: list[dict] | None = None,
+) -> Dataset:
+    """Conformers of every usable molecule, split into train and test by molecule (seeded)."""
+    from rdkit import Chem
+
+    skipped = list(skipped or [])
+    usable = []
+    for spec in specs:
+        mol = Chem.MolFromSmiles(spec.smiles)
+        bad = sorted({a.GetSymbol() for a in Chem.AddHs(mol).GetAtoms()} - set(elements))
+        if bad:
+            reason = f"element(s) {', '.join(bad)} not supported (elements: {', '.join(elements)})"
+            skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": reason})
+            continue
+        usable.append(spec)
+
+    order = list(range(len(usable)))
+    random.Random(seed).shuffle(order)
+    n_test = round(test_fraction * len(usable)) if len(usable) > 1 else 0
+    if test_fraction > 0 and len(usable) > 1:
+        n_test = max(1, n_test)
+    test_ids = set(order[:n_test])
+
+    dataset = Dataset()
+    for mid, spec in enumerate(usable):
+        split = "test" if mid in test_ids else "train"
+        n_keep = test_per_molecule if split == "test" else per_molecule
+        try:
+            species, coords, charge, multiplicity = embed(spec.smiles, n_keep, attempts, seed, mmff_relax, rmsd_threshold)
+        except (ValueError, RuntimeError) as err:
+            skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": str(err)})
+            continue
+        dataset.molecules[mid] = Molecule(mid, spec.smiles, spec.name, charge, multiplicity, split)
+        for cid, xyz in enumerate(coords):
+            dataset.conformers.append(Conformer(mid, cid, species, xyz))
+
+    for item in skipped:
+        log.warning("skipped %s (%s): %s", item["name"], item["smiles"], item["reason"])
+    if not dataset.molecules:
+        raise MoleculeListError("no usable molecule: " + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped))
+    dataset.attrs["skipped"] = skipped
+    return dataset

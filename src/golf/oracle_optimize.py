@@ -1,0 +1,183 @@
+"""Geometry optimisation with the oracle's forces: the DFT reference minima of the test set, and
+the DFT optimisation trajectories of the trajectory baseline (paper §4; golf-paper.md §2).
+
+The optimiser is ASE's LBFGS (max step 0.2 Angstrom, Cartesian) driving :class:`golf.oracle.Oracle`
+through a small ASE calculator, not Psi4's own optking. Why: every step then goes through our
+label cache (a rerun repeats no DFT call) and gets a result row with its status, a failed step
+ends its trajectory with a recorded status instead of an exception inside optking, and the same
+code serves the reference and the trajectory baseline. The paper used Psi4's optimiser in
+Cartesian coordinates for D_traj; an L-BFGS with a step cap converges to the same minima.
+
+Every frame of a trajectory is a conformer with props ``traj`` (index of the start conformation
+in the input), ``step`` (0 = the start) and status "ok" or the oracle's failure status; the last
+frame of a converged trajectory has status "converged" in the ``end`` property (1 = converged,
+0 = stopped at the step or budget limit, -1 = oracle failure).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from golf.data import Conformer, Dataset
+from golf.units import HARTREE_TO_EV
+
+log = logging.getLogger(__name__)
+
+END_CONVERGED, END_LIMIT, END_FAILED = 1, 0, -1
+
+
+class _Stop(Exception):
+    """Raised inside the optimiser to stop a trajectory (oracle failure or budget spent)."""
+
+
+class _Budget:
+    """Oracle calls a set of trajectories may still spend (None = unlimited). Thread-safe."""
+
+    def __init__(self, total: int | None):
+        self.left = total
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left is None:
+                return True
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+def optimise_one(
+    oracle,
+    conformer: Conformer,
+    charge: int,
+    multiplicity: int,
+    *,
+    traj: int,
+    fmax: float,
+    max_steps: int,
+    max_displacement: float,
+    budget: _Budget,
+) -> list[Conformer]:
+    """Frames of one oracle optimisation. ``fmax`` in Hartree/Angstrom; frame 0 is the start."""
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.optimize import LBFGS
+
+    frames: list[Conformer] = []
+
+    class OracleCalculator(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            step = len(frames)
+            # Frame 0 repeats a label D0 or the reference already has (a cache hit): it is free.
+            if step > 0 and not budget.take():
+                raise _Stop("budget")
+            positions = self.atoms.get_positions()
+            result = oracle.gradient(conformer.species, positions, charge, multiplicity)
+            frames.append(
+                Conformer(
+                    conformer.molecule_id,
+                    conformer.conformer_id,
+                    conformer.species,
+                    positions,
+                    energy=result.energy,
+                    forces=result.forces,
+                    status=result.status,
+                    props={"traj": traj, "step": step, "end": END_LIMIT},
+                )
+            )
+            if not result.ok:
+                log.warning("trajectory %d step %d: %s (%s)", traj, step, result.status, result.message)
+                raise _Stop(result.status)
+            self.results["energy"] = result.energy * HARTREE_TO_EV
+            self.results["forces"] = result.forces * HARTREE_TO_EV
+
+    atoms = Atoms(numbers=conformer.species, positions=conformer.coordinates, calculator=OracleCalculator())
+    optimiser = LBFGS(atoms, maxstep=max_displacement, logfile=None)
+    try:
+        converged = optimiser.run(fmax=fmax * HARTREE_TO_EV, steps=max_steps)
+        if frames and converged:
+            frames[-1].props["end"] = END_CONVERGED
+    except _Stop as stop:
+        if frames and str(stop) != "budget":
+            frames[-1].props["end"] = END_FAILED
+    # ASE evaluates the final geometry again after convergence checks only when it moved, so the
+    # last frame is the last geometry the oracle saw.
+    return frames
+
+
+def optimise_dataset(
+    oracle,
+    dataset: Dataset,
+    *,
+    fmax: float,
+    max_steps: int,
+    max_displacement: float = 0.2,
+    budget: int | None = None,
+    workers: int = 1,
+    order: list[int] | None = None,
+) -> Dataset:
+    """Oracle optimisations of the conformers of ``dataset`` (in ``order``), all frames kept.
+
+    ``budget`` caps the oracle calls of steps >= 1 over all trajectories (the trajectory
+    baseline's k); trajectories are started in ``order`` until it is spent. ``workers``
+    trajectories run at once (the oracle needs as many workers).
+    """
+    order = list(range(len(dataset))) if order is None else list(order)
+    shared = _Budget(budget)
+
+    def run(row: int) -> list[Conformer]:
+        if shared.left is not None and shared.left <= 0:
+            return []
+        c = dataset.conformers[row]
+        mol = dataset.molecules[c.molecule_id]
+        return optimise_one(
+            oracle,
+            c,
+            mol.charge,
+            mol.multiplicity,
+            traj=row,
+            fmax=fmax,
+            max_steps=max_steps,
+            max_displacement=max_displacement,
+            budget=shared,
+        )
+
+    out = Dataset(dict(dataset.molecules), [], dict(dataset.attrs))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, frames in enumerate(pool.map(run, order)):
+            out.conformers.extend(frames)
+            if frames:
+                end = frames[-1].props["end"]
+                log.info("trajectory %d/%d: %d frames, end=%d, E=%.8f", i + 1, len(order), len(frames), end,
+                         frames[-1].energy)
+    return out
+
+
+def extra_frames(trajectories: Dataset) -> Dataset:
+    """Labelled frames that cost an extra oracle call (step >= 1): the trajectory baseline's data."""
+    return trajectories.subset([c.labelled and c.props["step"] >= 1 for c in trajectories.conformers])
+
+
+def final_frames(trajectories: Dataset) -> dict[int, Conformer]:
+    """The last labelled frame of each trajectory, keyed by ``traj``: the oracle's minimum."""
+    last: dict[int, Conformer] = {}
+    for c in trajectories.conformers:
+        if c.labelled:
+            last[c.props["traj"]] = c
+    return last
+
+
+def start_frames(trajectories: Dataset) -> dict[int, Conformer]:
+    return {c.props["traj"]: c for c in trajectories.conformers if c.props["step"] == 0}
+
+
+def shuffled(n: int, seed: int) -> list[int]:
+    return list(np.random.default_rng(seed).permutation(n))

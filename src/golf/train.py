@@ -1,0 +1,414 @@
+"""Training an NNP on energies and forces: loss, Adam + cosine schedule, mixed D0/new batches.
+
+Settings follow reference/golf-paper.md §1.4-§1.5: batch 64, Adam lr 1e-4 with a cosine decay to
+lr/1e3, gradient-norm clip 1.0, rho = 0.01, steps with a non-finite loss skipped.
+
+Loss (⚠ the paper's Eq. 2 and the authors' code differ, golf-paper.md §1.5). We follow the code,
+which produced the published numbers:
+
+    L = rho * mean_B (E - E_ref)^2 + (1 - rho) * mean_B [ (1 / 3n) sum_atoms,xyz (F - F_ref)^2 ]
+
+with total energies in Hartree (so the energy term is in Ha^2) and forces in Hartree/Angstrom.
+Eq. 2 instead weights the force term by 1 and sums over xyz ((1/n) sum_i |dF_i|^2): three times
+our per-component mean, and 1/0.99 of our weight.
+
+Fine-tuning (GOLF rounds, trajectory baselines) passes ``new``: each batch then takes
+``batch - int(batch * (1 - initial_conf_pct))`` samples from D0 (7 of 64 for 0.1, as the code's
+replay buffers do, §1.4) and the rest from ``new``, uniformly without replacement within a batch.
+
+Shapes: B conformations per batch, N padded atoms, P conformations in a data pool.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from golf.data import Dataset
+from golf.nnp import NNP, dataset_digest, padded_batch, resolve_device
+from golf.units import HARTREE_TO_KCALPERMOL
+
+__all__ = ["TrainSettings", "TrainResult", "TrainError", "train", "batch_composition", "split_molecules"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = [
+    "step",
+    "lr",
+    "train_loss",
+    "train_energy_mae_kcalmol",
+    "train_force_mae_kcalmol_per_A",
+    "val_loss",
+    "val_energy_mae_kcalmol",
+    "val_force_mae_kcalmol_per_A",
+    "skipped_steps",
+    "elapsed_s",
+]
+
+
+class TrainError(Exception):
+    """Bad training settings or data."""
+
+
+@dataclass
+class TrainSettings:
+    """Training settings; defaults are the paper's (reference/golf-paper.md §1.4-§1.5).
+
+    Attributes:
+        steps: gradient steps (the paper: 5e5; the default study: a few thousand).
+        batch_size: conformations per batch (64).
+        lr: Adam learning rate at the start (1e-4).
+        lr_min_factor: cosine schedule ends at lr * lr_min_factor (1e-3, i.e. 1e-7).
+        rho: energy weight; forces get 1 - rho (the authors' code, see the module docstring).
+        grad_clip: maximum gradient norm (1.0).
+        initial_conf_pct: share of each batch drawn from D0 when ``new`` is given (0.1).
+        val_fraction: fraction of D0's molecules held out for validation (split by molecule).
+        eval_every: steps between evaluations (a metrics row, best-model check).
+        seed: seeds the validation split, the batch sampling and nothing else (the model's
+            initial weights come from ``build_model(seed=...)``).
+        device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-4
+    lr_min_factor: float = 1e-3
+    rho: float = 0.01
+    grad_clip: float = 1.0
+    initial_conf_pct: float = 0.1
+    val_fraction: float = 0.1
+    eval_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        checks = [
+            ("steps", self.steps >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("lr_min_factor", 0 <= self.lr_min_factor <= 1, "in [0, 1]"),
+            ("rho", 0 <= self.rho <= 1, "in [0, 1]"),
+            ("grad_clip", self.grad_clip > 0, "> 0"),
+            ("initial_conf_pct", 0 <= self.initial_conf_pct <= 1, "in [0, 1]"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("eval_every", self.eval_every >= 1, ">= 1"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise TrainError(f"TrainSettings.{name} = {getattr(self, name)!r}; must be {allowed}")
+
+
+@dataclass
+class TrainResult:
+    """The best model by validation loss (the last one without validation data) and its history."""
+
+    model: NNP
+    history: pd.DataFrame  # one row per evaluation, columns HISTORY_COLUMNS
+    best_step: int
+    skipped_steps: int
+
+
+def split_molecules(molecule_ids, val_fraction: float, seed: int) -> set[int]:
+    """Molecule ids held out for validation: a seeded ``ceil(fraction * n)`` of the distinct ids.
+
+    At least one molecule stays for training; the result depends only on the set of ids and the
+    seed, so every GOLF round holds out the same D0 molecules.
+    """
+    ids = np.array(sorted({int(i) for i in molecule_ids}), dtype=np.int64)
+    if val_fraction <= 0 or len(ids) < 2:
+        return set()
+    n_val = min(math.ceil(val_fraction * len(ids)), len(ids) - 1)
+    rng = np.random.default_rng([seed, 0x5EED])
+    return {int(i) for i in rng.permutation(ids)[:n_val]}
+
+
+def batch_composition(
+    rng: np.random.Generator, n_d0: int, n_new: int, batch_size: int, initial_conf_pct: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the D0 pool and the new pool for one batch.
+
+    Without new data (n_new = 0) the batch is ``min(batch_size, n_d0)`` distinct D0 samples. With
+    new data the D0 share is ``batch_size - int(batch_size * (1 - initial_conf_pct))`` (7 of 64 for
+    0.1, as in the authors' replay buffers) and the rest comes from the new pool. Sampling is
+    uniform without replacement within each pool. A pool smaller than its share gives all its
+    samples and the other pool fills the gap; if both together are smaller than the batch, the
+    batch holds everything once.
+    """
+    if n_new == 0:
+        return rng.choice(n_d0, size=min(batch_size, n_d0), replace=False), np.empty(0, dtype=np.int64)
+    want_new = int(batch_size * (1.0 - initial_conf_pct))
+    want_d0 = batch_size - want_new
+    k_d0, k_new = min(want_d0, n_d0), min(want_new, n_new)
+    # fill a short pool's gap from the other pool
+    k_new = min(n_new, k_new + (want_d0 - k_d0))
+    k_d0 = min(n_d0, k_d0 + (want_new - min(want_new, n_new)))
+    return rng.choice(n_d0, size=k_d0, replace=False), rng.choice(n_new, size=k_new, replace=False)
+
+
+class _Pool:
+    """A data pool padded once and kept on the device; batches are gathered from it by index."""
+
+    def __init__(self, model: NNP, conformers: list, n_max: int, device: torch.device, dtype: torch.dtype):
+        self.size = len(conformers)
+        batch = padded_batch(conformers)
+        pad = n_max - batch.species.shape[1]
+        species = torch.nn.functional.pad(batch.species, (0, pad), value=-1)
+        self.elem_idxs = model.element_indices(species).to(device)  # (P, N); checks elements once
+        sae = model.self_energy_sums(self.elem_idxs.cpu())  # (P,) float64
+        # The target is the energy without self energies: small numbers, exact in float32.
+        self.energies = (batch.energies - sae).to(device=device, dtype=dtype)  # (P,) Hartree
+        self.coordinates = torch.nn.functional.pad(batch.coordinates, (0, 0, 0, pad)).to(device, dtype)
+        self.forces = torch.nn.functional.pad(batch.forces, (0, 0, 0, pad)).to(device, dtype)  # (P, N, 3)
+        self.n_atoms = batch.n_atoms.to(device)  # (P,)
+        self._n_atoms_cpu = batch.n_atoms
+
+    def max_atoms(self, idx: np.ndarray) -> int:
+        return int(self._n_atoms_cpu[idx].max()) if len(idx) else 0
+
+    def gather(self, idx: Tensor, n: int) -> tuple[Tensor, ...]:
+        """Rows ``idx`` trimmed to ``n`` atom columns: (elem_idxs, coords, energies, forces, n_atoms)."""
+        return (
+            self.elem_idxs[idx, :n],
+            self.coordinates[idx, :n],
+            self.energies[idx],
+            self.forces[idx, :n],
+            self.n_atoms[idx],
+        )
+
+
+def _usable(dataset: Dataset | None, what: str) -> list:
+    """Labelled conformations with finite energies and forces; the rest are counted and logged."""
+    if dataset is None:
+        return []
+    ok = [c for c in dataset.conformers if c.status == "ok"]
+    good = [
+        c
+        for c in ok
+        if np.isfinite(c.energy) and c.forces is not None and np.isfinite(c.forces).all() and np.isfinite(c.coordinates).all()
+    ]
+    if len(good) < len(ok):
+        log.warning("%s: %d labelled conformation(s) without finite energy/forces left out", what, len(ok) - len(good))
+    log.info("%s: %d of %d conformations used (status 'ok')", what, len(good), len(dataset.conformers))
+    return good
+
+
+def _batch_terms(
+    model: NNP, batch: tuple[Tensor, ...], create_graph: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per-conformation errors of one batch.
+
+    Returns (B,) energy squared error (Ha^2), (B,) force mean squared error per component
+    ((Ha/A)^2), (B,) energy absolute error (Ha), (B,) force absolute-error sums (Ha/A) and (B,)
+    numbers of force components.
+    """
+    elem_idxs, coords, e_ref, f_ref, n_atoms = batch
+    coords = coords.detach().requires_grad_(True)
+    energies = model.network_energies(elem_idxs, coords)  # (B,) without self energies
+    (grad,) = torch.autograd.grad(energies.sum(), coords, create_graph=create_graph)
+    mask = (elem_idxs >= 0).unsqueeze(-1)  # (B, N, 1)
+    df = torch.where(mask, -grad - f_ref, torch.zeros_like(grad))  # (B, N, 3)
+    n_comp = 3 * n_atoms.to(df.dtype)  # (B,)
+    de = energies - e_ref
+    return de**2, (df**2).sum(dim=(1, 2)) / n_comp, de.abs(), df.abs().sum(dim=(1, 2)), n_comp
+
+
+def _loss(rho: float, e_sq: Tensor, f_msq: Tensor) -> Tensor:
+    return rho * e_sq.mean() + (1.0 - rho) * f_msq.mean()
+
+
+def _evaluate(model: NNP, pool: _Pool, rho: float, chunk: int) -> tuple[float, float, float]:
+    """(loss, energy MAE kcal/mol, force MAE kcal/mol/A) over a whole pool."""
+    e_sq = f_msq = e_abs = f_abs = n_comp = 0.0
+    for start in range(0, pool.size, chunk):
+        idx = np.arange(start, min(start + chunk, pool.size))
+        batch = pool.gather(torch.as_tensor(idx, device=pool.n_atoms.device), pool.max_atoms(idx))
+        with torch.enable_grad():
+            t = _batch_terms(model, batch, create_graph=False)
+        e_sq += float(t[0].sum())
+        f_msq += float(t[1].sum())
+        e_abs += float(t[2].sum())
+        f_abs += float(t[3].sum())
+        n_comp += float(t[4].sum())
+    loss = rho * e_sq / pool.size + (1 - rho) * f_msq / pool.size
+    return loss, e_abs / pool.size * HARTREE_TO_KCALPERMOL, f_abs / n_comp * HARTREE_TO_KCALPERMOL
+
+
+def train(
+    model: NNP,
+    d0: Dataset,
+    new: Dataset | None = None,
+    settings: TrainSettings | None = None,
+    metrics_csv: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or fine-tune) ``model`` on energies and forces; ``model`` itself is not modified.
+
+    Args:
+        model: the starting model (random for the baseline, the previous round's for GOLF).
+        d0: the initial dataset; only conformations with status "ok" are used.
+        new: extra labelled data (GOLF rounds, DFT trajectories); each batch then mixes D0 and
+            new data by ``settings.initial_conf_pct``. None: batches from D0 only.
+        settings: see :class:`TrainSettings`. A fresh Adam and cosine schedule are made per call.
+        metrics_csv: where to write one row per evaluation (columns ``HISTORY_COLUMNS``).
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        :class:`TrainResult` with the best model by validation loss (on the chosen device,
+        ``meta["training"]`` and ``meta["data_digest"]`` filled in) and the metrics history.
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or TrainSettings()
+    device = resolve_device(settings.device)
+    model = copy.deepcopy(model).to(device)
+    dtype = model.dtype
+
+    # === data: labelled conformations, validation molecules held out (by molecule) ===
+    d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
+    val_ids = split_molecules([c.molecule_id for c in d0_rows], settings.val_fraction, settings.seed)
+    val_rows = [c for c in d0_rows + new_rows if c.molecule_id in val_ids]
+    d0_rows = [c for c in d0_rows if c.molecule_id not in val_ids]
+    new_rows = [c for c in new_rows if c.molecule_id not in val_ids]
+    if not d0_rows and not new_rows:
+        raise TrainError("no labelled (status 'ok') training conformations with finite energies and forces")
+    if not d0_rows:  # a pure-new fine-tune: treat the new data as the only pool
+        d0_rows, new_rows = new_rows, []
+    n_max = max(len(c.species) for c in d0_rows + new_rows + val_rows)
+    pool_d0 = _Pool(model, d0_rows, n_max, device, dtype)
+    pool_new = _Pool(model, new_rows, n_max, device, dtype) if new_rows else None
+    pool_val = _Pool(model, val_rows, n_max, device, dtype) if val_rows else None
+    log.info(
+        "training on %d D0 + %d new conformations, validating on %d (%d molecules); %d steps on %s",
+        pool_d0.size,
+        pool_new.size if pool_new else 0,
+        pool_val.size if pool_val else 0,
+        len(val_ids),
+        settings.steps,
+        device,
+    )
+
+    # === optimiser: fresh Adam + cosine to lr * lr_min_factor (golf-paper.md §1.5) ===
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=settings.steps, eta_min=settings.lr * settings.lr_min_factor
+    )
+    rng = np.random.default_rng([settings.seed, 0xBA7C4])
+
+    writer = None
+    csv_file = None
+    if metrics_csv is not None:
+        Path(metrics_csv).parent.mkdir(parents=True, exist_ok=True)
+        csv_file = open(metrics_csv, "w", newline="", buffering=1)  # line-buffered: readable while running
+        writer = csv.DictWriter(csv_file, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+
+    history: list[dict] = []
+    start_time = time.perf_counter()
+    best_loss, best_step, best_state = math.inf, 0, None
+    skipped = 0
+    # running sums of training errors since the last evaluation (tensors: no sync per step)
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    acc = {"loss": zero.clone(), "e_abs": zero.clone(), "f_abs": zero.clone(), "n_comp": zero.clone(), "n": zero.clone()}
+    acc_steps = 0
+
+    def evaluate(step: int) -> None:
+        nonlocal best_loss, best_step, best_state, acc, acc_steps
+        row = dict.fromkeys(HISTORY_COLUMNS, float("nan"))
+        row.update(step=step, lr=optimizer.param_groups[0]["lr"], skipped_steps=skipped)
+        if acc_steps:
+            row["train_loss"] = float(acc["loss"]) / acc_steps
+            row["train_energy_mae_kcalmol"] = float(acc["e_abs"] / acc["n"]) * HARTREE_TO_KCALPERMOL
+            row["train_force_mae_kcalmol_per_A"] = float(acc["f_abs"] / acc["n_comp"]) * HARTREE_TO_KCALPERMOL
+        for value in acc.values():
+            value.zero_()
+        acc_steps = 0
+        if pool_val is not None:
+            model.eval()
+            val = _evaluate(model, pool_val, settings.rho, settings.batch_size)
+            model.train()
+            row["val_loss"], row["val_energy_mae_kcalmol"], row["val_force_mae_kcalmol_per_A"] = val
+            if val[0] < best_loss:  # NaN never counts as better
+                best_loss, best_step = val[0], step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        row["elapsed_s"] = time.perf_counter() - start_time
+        history.append(row)
+        if writer is not None:
+            writer.writerow(row)
+        bar.set_postfix(val_loss=f"{row['val_loss']:.3g}", refresh=False)
+
+    bar = tqdm(total=settings.steps, file=sys.stderr, disable=not progress, desc="train", mininterval=2.0)
+    try:
+        evaluate(0)
+        model.train()
+        for step in range(1, settings.steps + 1):
+            idx_d0, idx_new = batch_composition(
+                rng, pool_d0.size, pool_new.size if pool_new else 0, settings.batch_size, settings.initial_conf_pct
+            )
+            parts = [(pool_d0, idx_d0)] + ([(pool_new, idx_new)] if pool_new is not None and len(idx_new) else [])
+            n = max(pool.max_atoms(idx) for pool, idx in parts)
+            gathered = [pool.gather(torch.as_tensor(idx, device=device), n) for pool, idx in parts]
+            batch = tuple(torch.cat(columns) for columns in zip(*gathered, strict=True))
+
+            terms = _batch_terms(model, batch, create_graph=True)
+            loss = _loss(settings.rho, terms[0], terms[1])
+            optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                if torch.isfinite(grad_norm):
+                    optimizer.step()
+                    with torch.no_grad():
+                        acc["loss"] += loss.detach().double()
+                        acc["e_abs"] += terms[2].detach().sum().double()
+                        acc["f_abs"] += terms[3].detach().sum().double()
+                        acc["n_comp"] += terms[4].sum().double()
+                        acc["n"] += terms[2].shape[0]
+                    acc_steps += 1
+                else:
+                    skipped += 1
+            else:
+                skipped += 1
+            # The schedule advances on skipped steps too, so it always ends at step `steps`.
+            scheduler.step()
+            bar.update(1)
+            if step % settings.eval_every == 0 or step == settings.steps:
+                evaluate(step)
+    finally:
+        bar.close()
+        if csv_file is not None:
+            csv_file.close()
+
+    if skipped:
+        log.warning("%d of %d steps skipped (non-finite loss or gradient)", skipped, settings.steps)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_step = settings.steps
+    model.eval()
+    model.meta = copy.deepcopy(model.meta)
+    model.meta["data_digest"] = dataset_digest(d0, *([new] if new is not None else []))
+    if not model.meta.get("level_of_theory"):
+        model.meta["level_of_theory"] = str(d0.attrs.get("level_of_theory", ""))
+    model.meta["training"] = {
+        "settings": asdict(settings),
+        "best_step": best_step,
+        "skipped_steps": skipped,
+        "n_train_d0": pool_d0.size,
+        "n_train_new": pool_new.size if pool_new else 0,
+        "n_val": pool_val.size if pool_val else 0,
+        "val_molecules": sorted(val_ids),
+    }
+    return TrainResult(model, pd.DataFrame(history, columns=HISTORY_COLUMNS), best_step, skipped)

@@ -1,0 +1,305 @@
+"""golf.optimize: batched L-BFGS against torch.optim.LBFGS run on each conformation alone."""
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from golf.data import STATUSES
+from golf.optimize import BatchedLBFGS, OptimizeError, energy_forces_from_energy, optimize
+
+SMILES = {
+    "ethanol": "CCO",  # 9 atoms
+    "benzene": "c1ccccc1",  # 12
+    "aspirin": "CC(=O)Oc1ccccc1C(=O)O",  # 21
+    "caffeine": "Cn1cnc2c1c(=O)n(C)c(=O)n2C",  # 24
+    "fluoroethane": "CCF",  # 8
+}
+
+
+def embed(smiles: str, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert AllChem.EmbedMolecule(mol, randomSeed=seed) == 0
+    species = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+    return species, mol.GetConformer().GetPositions()
+
+
+def mmff_distances(smiles: str, seed: int = 11) -> np.ndarray:
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert AllChem.EmbedMolecule(mol, randomSeed=seed) == 0
+    AllChem.MMFFOptimizeMolecule(mol)
+    x = mol.GetConformer().GetPositions()
+    return np.linalg.norm(x[:, None] - x[None], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def mols():
+    return {name: embed(smi) for name, smi in SMILES.items()}
+
+
+# A distance-geometry test potential: harmonic springs between all atom pairs, pulling towards the
+# distances of another (MMFF-relaxed) conformer of the same molecule. Smooth and well conditioned, so
+# L-BFGS at lr=1 without line search converges calmly and round-off differences do not grow (on
+# rougher potentials torch's own runs diverge from each other at round-off level within a few steps).
+# Each test molecule has a distinct species sequence, which is how a padded row finds its targets.
+_TARGETS = {tuple(embed(smi)[0].tolist()): mmff_distances(smi) for smi in SMILES.values()}
+
+
+def spring_energy(species: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+    """(B,) Hartree, padding-aware: 0.01 Ha/A^2 * sum over pairs of (r - r_target)^2."""
+    B, n = species.shape
+    r0 = torch.zeros(B, n, n, dtype=coordinates.dtype)
+    for b in range(B):
+        m = int((species[b] >= 0).sum())
+        r0[b, :m, :m] = torch.from_numpy(_TARGETS[tuple(species[b, :m].tolist())])
+    real = species >= 0
+    pair = real[:, :, None] & real[:, None, :] & ~torch.eye(n, dtype=torch.bool)
+    diff = coordinates[:, :, None, :] - coordinates[:, None, :, :]
+    r = torch.where(pair, (diff**2).sum(-1), torch.ones_like(r0)).sqrt()
+    e = torch.where(pair, (r - r0) ** 2, torch.zeros_like(r0))
+    return 0.5 * 0.01 * e.sum((1, 2))
+
+
+springs = energy_forces_from_energy(spring_energy)
+
+
+def golf_repair(x: np.ndarray, thresh: float = 0.7, target: float = 0.75) -> np.ndarray:
+    """GOLF's MolecularDynamics.process_molecule (one pass over close pairs), written independently."""
+    x = x.copy()
+    d = x[None, :, :] - x[:, None, :]
+    r = np.linalg.norm(d, axis=2)
+    np.fill_diagonal(r, 10.0)
+    d /= r[..., None]
+    for i, j in zip(*np.nonzero(np.triu(r < thresh, 1)), strict=True):
+        coef = target - r[i, j]
+        x[i] -= 0.5 * coef * d[i, j]
+        x[j] -= 0.5 * coef * d[j, i]
+    return x
+
+
+def torch_reference(energy_forces, species, coords, n_steps, history_size=100, repair=True):
+    """Positions and energies after each torch.optim.LBFGS.step(closure) on one conformation."""
+    x = torch.tensor(coords, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=5, history_size=history_size)
+    sp = torch.as_tensor(species)[None]
+
+    def closure():
+        opt.zero_grad()
+        e, f = energy_forces(sp, x.detach()[None])
+        x.grad = -f[0].clone()
+        return e[0]
+
+    positions, energies = [], []
+    for _ in range(n_steps):
+        opt.step(closure)
+        if repair:
+            with torch.no_grad():
+                x.copy_(torch.from_numpy(golf_repair(x.detach().numpy())))
+        positions.append(x.detach().numpy().copy())
+        energies.append(float(energy_forces(sp, x.detach()[None])[0][0]))
+    return np.array(positions), np.array(energies)
+
+
+def run_batched(opt: BatchedLBFGS, schedule: dict, n_steps: int, mols) -> dict:
+    """Step opt; schedule maps loop step -> list of (name_to_remove_or_None, name_to_add)."""
+    slot_of, out = {}, {}
+    for k in range(n_steps):
+        for old, new in schedule.get(k, []):
+            if old is not None:
+                opt.remove(slot_of.pop(old))
+            slot_of[new] = opt.add(*mols[new], key=new)
+            out[new] = {"positions": [], "energies": [], "status": [], "repaired": [], "forces": []}
+        res = opt.step()
+        assert sorted(res.keys) == sorted(slot_of)
+        for i, key in enumerate(res.keys):
+            out[key]["positions"].append(res.positions_of(i).copy())
+            out[key]["energies"].append(float(res.energies[i]))
+            out[key]["forces"].append(res.forces_of(i).copy())
+            out[key]["status"].append(res.status[i])
+            out[key]["repaired"].append(bool(res.repaired[i]))
+    return out
+
+
+@pytest.mark.parametrize("history_size", [100, 3])
+def test_matches_torch_lbfgs_with_slot_replaced(mols, history_size):
+    """Different molecules in one batch, one replaced mid-run: each follows torch.optim.LBFGS alone."""
+    opt = BatchedLBFGS(springs, batch_size=3, history_size=history_size, dtype=torch.float64)
+    schedule = {0: [(None, "ethanol"), (None, "aspirin"), (None, "benzene")], 4: [("aspirin", "caffeine")]}
+    out = run_batched(opt, schedule, 14, mols)
+    lengths = {"ethanol": 14, "benzene": 14, "aspirin": 4, "caffeine": 10}
+    for name, n in lengths.items():
+        ref_x, ref_e = torch_reference(springs, *mols[name], n, history_size=history_size)
+        got = np.array(out[name]["positions"])
+        assert got.shape == ref_x.shape
+        # the optimiser really moved the atoms, so the comparison is not trivial
+        assert np.abs(ref_x[-1] - mols[name][1]).max() > 0.05
+        np.testing.assert_allclose(got, ref_x, rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(out[name]["energies"], ref_e, rtol=0, atol=1e-8, err_msg=name)
+        assert set(out[name]["status"]) == {"running"}
+    # returned forces belong to the returned geometry
+    name = "caffeine"
+    e, f = springs(torch.as_tensor(mols[name][0])[None], torch.as_tensor(out[name]["positions"][-1])[None])
+    np.testing.assert_allclose(out[name]["forces"][-1], f[0].numpy(), atol=1e-10)
+
+
+def test_matches_torch_lbfgs_torchani_model(mols):
+    """A tiny randomly initialised TorchANI model (float64) gives the same trajectories too."""
+    torchani = pytest.importorskip("torchani")
+    torch.manual_seed(0)
+    model = torchani.arch.simple_ani(["H", "C", "N", "O", "F"], lot="wb97x-631gd", self_energies="zero").double()
+    energy_forces = energy_forces_from_energy(lambda s, c: model((s, c)).energies)
+    opt = BatchedLBFGS(energy_forces, batch_size=2, dtype=torch.float64)
+    out = run_batched(opt, {0: [(None, "ethanol"), (None, "caffeine")]}, 4, mols)
+    for name in ("ethanol", "caffeine"):
+        ref_x, _ = torch_reference(energy_forces, *mols[name], 4)
+        np.testing.assert_allclose(np.array(out[name]["positions"]), ref_x, rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_nonfinite_conformation_stops_others_identical(mols):
+    """A molecule whose energy turns NaN is stopped with its status; the others are not disturbed."""
+    sp_f = torch.as_tensor(mols["fluoroethane"][0])[None]
+    e0 = float(springs(sp_f, torch.as_tensor(mols["fluoroethane"][1])[None])[0][0])
+
+    def poisoned(species, coordinates):
+        e, f = springs(species, coordinates)
+        bad = (species == 9).any(1) & (e < e0 - 1e-4)  # fluoroethane, once it has moved downhill
+        e = torch.where(bad, torch.full_like(e, float("nan")), e)
+        f = torch.where(bad[:, None, None], torch.full_like(f, float("nan")), f)
+        return e, f
+
+    opt = BatchedLBFGS(poisoned, batch_size=3, dtype=torch.float64)
+    out = run_batched(opt, {0: [(None, "ethanol"), (None, "fluoroethane"), (None, "benzene")]}, 6, mols)
+    status = out["fluoroethane"]["status"]
+    assert status[0] == "skipped_nonfinite"
+    # a stopped slot is reported once, then left alone until removed
+    assert len(status) == 1
+    for name in ("ethanol", "benzene"):
+        ref_x, _ = torch_reference(springs, *mols[name], 6)
+        np.testing.assert_allclose(np.array(out[name]["positions"]), ref_x, rtol=0, atol=1e-5, err_msg=name)
+        assert set(out[name]["status"]) == {"running"}
+
+
+def test_nonfinite_start_positions(mols):
+    species, coords = mols["ethanol"]
+    coords = coords.copy()
+    coords[2, 1] = np.nan
+    calls = []
+
+    def counting(species, coordinates):
+        calls.append(coordinates.shape[0])
+        assert torch.isfinite(coordinates).all()
+        return springs(species, coordinates)
+
+    opt = BatchedLBFGS(counting, batch_size=2, dtype=torch.float64)
+    bad = opt.add(species, coords, key="bad")
+    opt.add(*mols["benzene"], key="good")
+    res = opt.step()
+    assert dict(zip(res.keys, res.status, strict=True)) == {"bad": "skipped_nonfinite", "good": "running"}
+    assert np.isnan(float(res.start_energies[res.keys.index("bad")]))
+    assert max(calls) == 1  # the NaN conformation never entered the batch
+    opt.remove(bad)
+    assert opt.n_free == 1
+
+
+def test_max_displacement_respected(mols):
+    limit = 0.05
+    opt = BatchedLBFGS(springs, batch_size=2, max_displacement=limit, min_distance=0.0, dtype=torch.float64)
+    names = ["aspirin", "ethanol"]
+    prev = {}
+    for name in names:
+        opt.add(*mols[name], key=name)
+        prev[name] = mols[name][1]
+    n_capped = 0
+    energies = {}
+    for _ in range(6):
+        res = opt.step()
+        for i, key in enumerate(res.keys):
+            x = res.positions_of(i)
+            move = np.linalg.norm(x - prev[key], axis=1).max()
+            assert move <= limit + 1e-9
+            n_capped += bool(res.capped[i])
+            if bool(res.capped[i]):
+                assert move == pytest.approx(limit, abs=1e-9)
+            prev[key] = x
+            energies.setdefault(key, [float(res.start_energies[i])]).append(float(res.energies[i]))
+    assert n_capped > 0
+    for key in names:
+        assert energies[key][-1] < energies[key][0]
+
+
+def test_close_atoms_repaired(mols):
+    """Pairs closer than 0.7 Angstrom are pushed to 0.75 Angstrom and the slot is flagged."""
+
+    def flat(species, coordinates):  # zero forces: no optimiser move, so only the repair acts
+        return torch.zeros(species.shape[0], dtype=torch.float64), torch.zeros_like(coordinates)
+
+    species = np.array([8, 1, 1])
+    coords = np.array([[0.0, 0.0, 0.0], [0.5, 0.1, 0.0], [-0.3, 0.9, 0.2]])
+    opt = BatchedLBFGS(flat, batch_size=2, dtype=torch.float64)
+    opt.add(species, coords, key="close")
+    opt.add(*mols["ethanol"], key="fine")
+    res = opt.step()
+    by_key = {k: i for i, k in enumerate(res.keys)}
+    assert bool(res.repaired[by_key["close"]]) and not bool(res.repaired[by_key["fine"]])
+    x = res.positions_of(by_key["close"])
+    assert np.linalg.norm(x[0] - x[1]) == pytest.approx(0.75, abs=1e-9)
+    np.testing.assert_allclose(x, golf_repair(coords), atol=1e-12)
+    np.testing.assert_allclose(x[2], coords[2])  # its partner-free atom did not move
+    np.testing.assert_allclose(res.positions_of(by_key["fine"]), mols["ethanol"][1])
+    assert res.status == ["converged", "converged"]
+    assert set(res.status) <= set(STATUSES)
+
+
+def test_optimize_streams_conformations(mols):
+    names = ["ethanol", "aspirin", "benzene", "caffeine", "fluoroethane"]
+    species = [mols[n][0] for n in names]
+    coords = [mols[n][1] for n in names]
+    seen = []
+    trajs = optimize(
+        springs,
+        species,
+        coords,
+        steps=4,
+        batch_size=2,
+        keys=names,
+        dtype=torch.float64,
+        should_stop=lambda res: [k == "benzene" for k in res.keys],
+        callback=lambda res: seen.append(len(res)),
+    )
+    assert [t.key for t in trajs] == names
+    assert max(seen) == 2
+    for name, tr in zip(names, trajs, strict=True):
+        n_steps = 1 if name == "benzene" else 4
+        n = len(mols[name][0])
+        assert tr.positions.shape == (n_steps + 1, n, 3) and tr.forces.shape == (n_steps + 1, n, 3)
+        assert tr.energies.shape == (n_steps + 1,) and tr.status == "running"
+        np.testing.assert_array_equal(tr.positions[0], mols[name][1])
+        ref_x, ref_e = torch_reference(springs, *mols[name], n_steps)
+        np.testing.assert_allclose(tr.positions[1:], ref_x, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(tr.energies[1:], ref_e, atol=1e-8, rtol=0)
+        assert tr.energies[-1] < tr.energies[0]
+        assert 1 <= tr.evaluations <= 5 * n_steps + 1
+
+
+def test_bad_input_gives_clear_errors(mols):
+    with pytest.raises(OptimizeError, match="max_iter"):
+        BatchedLBFGS(springs, max_iter=0)
+    with pytest.raises(OptimizeError, match="max_displacement"):
+        BatchedLBFGS(springs, max_displacement=-1.0)
+    opt = BatchedLBFGS(springs, batch_size=1)
+    with pytest.raises(OptimizeError, match="coordinate rows"):
+        opt.add([6, 1], np.zeros((3, 3)))
+    with pytest.raises(OptimizeError, match="atomic numbers"):
+        opt.add([6, -1], np.zeros((2, 3)))
+    opt.add(*mols["ethanol"])
+    with pytest.raises(OptimizeError, match="no free slot"):
+        opt.add(*mols["ethanol"])
+    with pytest.raises(OptimizeError, match="not occupied"):
+        opt.remove(5)
+    wrong = BatchedLBFGS(lambda s, c: (torch.zeros(1), torch.zeros(1, 2, 3)), batch_size=1)
+    wrong.add(*mols["ethanol"])
+    with pytest.raises(OptimizeError, match="energy_forces returned"):
+        wrong.step()
+    with pytest.raises(OptimizeError, match="steps"):
+        optimize(springs, [mols["ethanol"][0]], [mols["ethanol"][1]], steps=0)

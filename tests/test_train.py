@@ -1,0 +1,163 @@
+"""golf.train on a synthetic potential: harmonic bonds on RDKit-embedded molecules (no Psi4 needed).
+
+E = sum_atoms e0[Z] + sum_bonds K (r - r0)^2, with r0 the bond length of the embedded geometry;
+forces are analytic. Conformations are the embedded geometry plus Gaussian noise.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from golf.data import Conformer, Dataset, Molecule
+from golf.nnp import UnsupportedElement, build_model, fit_self_energies
+from golf.train import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, split_molecules, train
+
+SMILES = ["CCO", "CC(=O)O", "CCN", "CC(C)O", "OCCO", "CC=O", "NCC(=O)O", "COC", "CC#N", "C1CCOC1"]
+E0 = {1: -0.5, 6: -38.0, 7: -54.6, 8: -75.1}
+K_BOND = 0.5  # Hartree/Angstrom^2
+
+
+def _harmonic(coords, bonds, r0):
+    d = coords[bonds[:, 0]] - coords[bonds[:, 1]]  # (bonds, 3)
+    r = np.linalg.norm(d, axis=1)
+    energy = K_BOND * ((r - r0) ** 2).sum()
+    g = (2 * K_BOND * (r - r0) / r)[:, None] * d  # dE/dx_i for the first atom of each bond
+    forces = np.zeros_like(coords)
+    np.add.at(forces, bonds[:, 0], -g)
+    np.add.at(forces, bonds[:, 1], g)
+    return energy, forces
+
+
+def synthetic_dataset(n_conf=5, noise=0.04, seed=0, status="ok", molecule_offset=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    molecules, conformers = {}, []
+    for i, smi in enumerate(SMILES):
+        mid = i + molecule_offset
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=42)
+        x0 = mol.GetConformer().GetPositions()
+        z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+        bonds = np.array([[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] for b in mol.GetBonds()])
+        r0 = np.linalg.norm(x0[bonds[:, 0]] - x0[bonds[:, 1]], axis=1)
+        molecules[mid] = Molecule(mid, smi)
+        for k in range(n_conf):
+            x = x0 + rng.normal(0, noise, x0.shape)
+            e, f = _harmonic(x, bonds, r0)
+            e += sum(E0[int(a)] for a in z)
+            conformers.append(Conformer(mid, k, z, x, e, f, status=status))
+    return Dataset(molecules, conformers, {"level_of_theory": "harmonic"})
+
+
+def test_harmonic_forces_are_minus_gradient():
+    ds = synthetic_dataset(n_conf=1)
+    c = ds.conformers[0]
+    mol = Chem.AddHs(Chem.MolFromSmiles(SMILES[0]))
+    bonds = np.array([[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] for b in mol.GetBonds()])
+    r0 = np.full(len(bonds), 1.2)
+    x = c.coordinates
+    _, f = _harmonic(x, bonds, r0)
+    h = 1e-6
+    xp, xm = x.copy(), x.copy()
+    xp[2, 1] += h
+    xm[2, 1] -= h
+    fd = -(_harmonic(xp, bonds, r0)[0] - _harmonic(xm, bonds, r0)[0]) / (2 * h)
+    assert f[2, 1] == pytest.approx(fd, rel=1e-6)
+
+
+def _model(ds, seed=0):
+    return build_model(
+        ["H", "C", "N", "O"],
+        self_energies=fit_self_energies(ds, ["H", "C", "N", "O"]),
+        layer_dims=(32, 16),
+        radial_shifts=8,
+        angular_shifts=4,
+        seed=seed,
+    )
+
+
+FAST = dict(steps=40, batch_size=16, lr=2e-3, eval_every=20, val_fraction=0.2, device="cpu")
+
+
+def test_training_lowers_validation_loss_and_is_reproducible(tmp_path):
+    d0 = synthetic_dataset()
+    # a failed label must be ignored, not trained on
+    d0.conformers.append(Conformer(0, 99, [6, 1], np.zeros((2, 3)), float("nan"), status="scf_not_converged"))
+    model = _model(d0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    csv = tmp_path / "metrics.csv"
+    result = train(model, d0, None, TrainSettings(seed=1, **FAST), metrics_csv=csv, progress=False)
+    h = result.history
+    assert list(h.columns) == HISTORY_COLUMNS
+    assert h["step"].tolist() == [0, 20, 40]
+    assert h["val_loss"].iloc[1:].min() < 0.5 * h["val_loss"].iloc[0]
+    assert h["val_force_mae_kcalmol_per_A"].iloc[-1] < h["val_force_mae_kcalmol_per_A"].iloc[0]
+    assert result.best_step == int(h["step"].iloc[h["val_loss"].idxmin()])
+    assert (pd.read_csv(csv)["val_loss"].to_numpy() == pytest.approx(h["val_loss"].to_numpy(), rel=1e-12))
+    # the caller's model is untouched; the result carries provenance
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    meta = result.model.meta
+    assert meta["data_digest"] and meta["level_of_theory"] == "harmonic"
+    assert meta["training"]["n_val"] == 10 and meta["training"]["n_train_d0"] == 40
+
+    again = train(model, d0, None, TrainSettings(seed=1, **FAST), progress=False)
+    a, b = result.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = train(model, d0, None, TrainSettings(seed=2, **FAST), progress=False)
+    c = other.model.state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fine_tuning_with_new_data(tmp_path):
+    d0 = synthetic_dataset(n_conf=3)
+    new = synthetic_dataset(n_conf=4, noise=0.08, seed=1)
+    settings = TrainSettings(steps=4, batch_size=16, eval_every=2, val_fraction=0.2, device="cpu", seed=0)
+    result = train(_model(d0), d0, new, settings, progress=False)
+    training = result.model.meta["training"]
+    assert training["n_train_d0"] == 24 and training["n_train_new"] == 32  # 8 of 10 molecules
+    assert training["n_val"] == 2 * 3 + 2 * 4  # held-out molecules of both sets
+    assert np.isfinite(result.history["val_loss"]).all()
+
+
+def test_batch_composition_draws_the_d0_share():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d0, new = batch_composition(rng, 100, 200, 64, 0.1)
+        assert len(d0) == 7 and len(new) == 57  # int(64 * 0.9) = 57 new, as in the authors' code
+        assert len(set(d0)) == 7 and len(set(new)) == 57  # without replacement
+        assert d0.min() >= 0 and d0.max() < 100 and new.max() < 200
+    d0, new = batch_composition(rng, 100, 10, 64, 0.1)  # small new pool: all of it, D0 fills up
+    assert sorted(new) == list(range(10)) and len(d0) == 54
+    d0, new = batch_composition(rng, 3, 200, 64, 0.1)  # small D0: all of it, new fills up
+    assert sorted(d0) == [0, 1, 2] and len(new) == 61
+    d0, new = batch_composition(rng, 5, 6, 64, 0.1)  # everything once
+    assert sorted(d0) == list(range(5)) and sorted(new) == list(range(6))
+    d0, new = batch_composition(rng, 100, 0, 64, 0.1)  # no new data: D0 only
+    assert len(d0) == 64 and len(set(d0)) == 64 and len(new) == 0
+    d0, new = batch_composition(rng, 100, 100, 64, 1.0)  # the trajectory-baseline mix
+    assert len(d0) == 64 and len(new) == 0
+    # the D0 share is uniform over the pool
+    counts = np.bincount(np.concatenate([batch_composition(rng, 10, 50, 20, 0.5)[0] for _ in range(2000)]), minlength=10)
+    assert counts.min() > 0.8 * counts.mean()
+
+
+def test_validation_split_is_by_molecule_and_seeded():
+    ids = list(range(50))
+    a = split_molecules(ids + ids, 0.1, seed=3)
+    assert len(a) == 5 and a == split_molecules(reversed(ids), 0.1, seed=3)
+    assert a != split_molecules(ids, 0.1, seed=4)
+    assert split_molecules(ids, 0.0, seed=3) == set()
+    assert len(split_molecules([1, 2], 0.9, seed=0)) == 1  # one molecule always stays for training
+
+
+def test_bad_input_gives_clear_errors():
+    with pytest.raises(TrainError, match="batch_size"):
+        TrainSettings(batch_size=0)
+    d0 = synthetic_dataset(n_conf=1)
+    with pytest.raises(TrainError, match="no labelled"):
+        train(_model(d0), synthetic_dataset(n_conf=1, status="timeout"), settings=TrainSettings(**FAST), progress=False)
+    hc_only = build_model(["H", "C"], self_energies="zero", layer_dims="tiny")
+    with pytest.raises(UnsupportedElement):
+        train(hc_only, d0, settings=TrainSettings(**FAST), progress=False)

@@ -1,0 +1,27 @@
+"""Rule conformers: molecule list -> RDKit conformers (train and test split) in HDF5."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+from golf import conformers, data
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+settings = snakemake.params.settings
+specs, skipped = conformers.read_molecule_list(snakemake.input.molecules)
+dataset = conformers.generate_conformers(
+    specs,
+    elements=snakemake.params.elements,
+    per_molecule=settings["per_molecule"],
+    test_per_molecule=settings["test_per_molecule"],
+    test_fraction=settings["test_fraction"],
+    attempts=settings["attempts"],
+    seed=settings["seed"],
+    mmff_relax=settings["mmff_relax"],
+    rmsd_threshold=settings["rmsd_threshold"],
+    skipped=skipped,
+)
+dataset.attrs.update(kind="conformers", config_digest=data.config_digest(snakemake.config))
+data.write(snakemake.output.conformers, dataset)
