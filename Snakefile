@@ -13,6 +13,14 @@ configfile: "config/config.yaml"
 report: "rules/report/workflow.rst"
 
 
+wildcard_constraints:
+    set=r"[A-Za-z0-9_-]+",
+    chunk=r"\d+",
+    round=r"\d+",
+    model=r"[A-Za-z0-9_-]+",
+    k=r"\d+",
+
+
 include: "rules/common.smk"
 include: "rules/conformers.smk"
 include: "rules/label.smk"

@@ -64,6 +64,8 @@ def get_labelling_input(wildcards):
         return get_conformers("train")
     if wildcards.set.startswith("round-"):
         return f"results/rounds/{wildcards.set.removeprefix('round-')}/selected.h5"
+    if wildcards.set.startswith("eval-"):
+        return f"results/eval/{wildcards.set.removeprefix('eval-')}/frames.h5"
     raise WorkflowError(f"unknown labelling set {wildcards.set!r}")
 
 
@@ -85,8 +87,12 @@ def get_model_for_eval(wildcards):
     return [] if wildcards.model == "mmff" else f"results/models/{wildcards.model}.pt"
 
 
+def get_eval_gpus(wildcards):
+    return 0 if wildcards.model == "mmff" else nnp_gpus()
+
+
 def get_reference():
-    return "results/reference/test.h5"
+    return "results/optimisation/reference.h5"
 
 
 def get_round_benchmarks(wildcards):
@@ -98,3 +104,45 @@ def get_round_benchmarks(wildcards):
         "label": [f"benchmarks/label/round-{r}/chunk-{c}.tsv" for c in CHUNKS],
         "train": [f"benchmarks/golf/{r}/train.tsv"],
     }
+
+
+def get_optimisation_input(wildcards):
+    """Start conformations: D0 for the trajectory baseline, the test split for the reference."""
+    if wildcards.set == "traj":
+        return get_d0()
+    if wildcards.set == "reference":
+        return get_conformers("test")
+    raise WorkflowError(f"unknown optimisation set {wildcards.set!r}")
+
+
+def get_optimisation_split(wildcards):
+    return "test" if wildcards.set == "reference" and not BYO_TEST else None
+
+
+def get_optimisation_budget(wildcards):
+    """Extra oracle calls of this chunk: the trajectory budget k shared out over the chunks."""
+    if wildcards.set != "traj":
+        return None
+    chunk = int(wildcards.chunk)
+    return TRAJ_K // len(CHUNKS) + (1 if chunk < TRAJ_K % len(CHUNKS) else 0)
+
+
+def get_optimisation_max_steps(wildcards):
+    if wildcards.set == "traj":
+        return config["traj"]["max_steps"]
+    return config["optimisation"]["max_steps"]
+
+
+REPORT_PLOTS = [
+    "pct_vs_step",
+    "eres_vs_step",
+    "success_vs_oracle_calls",
+    "nnp_error_vs_step",
+    "pct_distribution",
+]
+
+
+def report_settings():
+    """The settings shown beside the report's table."""
+    keys = ("oracle", "conformers", "golf", "traj", "train", "nnp", "evaluation")
+    return {key: config[key] for key in keys} | {"molecules": config["molecules"]}

@@ -6,8 +6,6 @@ RDKit), with atoms in a shuffled order where the reader must restore the AddHs o
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from rdkit import Chem
@@ -414,7 +412,6 @@ def test_write_sdf_and_xyz_round_trip(tmp_path):
 
 
 def test_export_ani_loads_in_torchani(tmp_path):
-    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
     from torchani.datasets import ANIDataset
 
     ds = small_dataset()

@@ -111,7 +111,12 @@ def test_ensemble_members_average_to_the_energy():
 
 def test_round_trip_is_bit_identical(tmp_path):
     model = build_model(
-        ["H", "C", "N", "O"], self_energies=SAE, layer_dims=(24, 12), ensemble_size=2, seed=7, level_of_theory="hf/sto-3g"
+        ["H", "C", "N", "O"],
+        self_energies=SAE,
+        layer_dims=(24, 12),
+        ensemble_size=2,
+        seed=7,
+        level_of_theory="hf/sto-3g",
     )
     path = tmp_path / "models" / "m.pt"
     save_model(path, model)
@@ -207,3 +212,12 @@ def test_nnp_is_a_module_with_device():
     model = build_model(["H"], self_energies="zero", layer_dims="tiny")
     assert isinstance(model, NNP) and isinstance(model, torch.nn.Module)
     assert model.device == torch.device("cpu")
+
+
+def test_energies_forces_work_under_no_grad():
+    model = build_model(["H", "C", "O"], self_energies=SAE, layer_dims="tiny", seed=0)
+    species, coords = _batch(torch.float32)
+    expected = model.energies_forces(species, coords)[1]
+    with torch.no_grad():
+        energies, forces = model.energies_forces(species, coords)
+    assert torch.equal(forces, expected) and not energies.requires_grad

@@ -270,3 +270,36 @@ def test_settings_reject_bad_values():
         OracleSettings.from_config({"method": "hf", "basiss": "sto-3g"})
     with pytest.raises(ValueError, match="workers"):
         OracleSettings(workers=0)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_their_parent_is_killed(psi4_argv, tmp_path):
+    # A cancelled cluster job kills the Python process: its Psi4 workers must not run on.
+    script = """
+import sys
+from golf.oracle import Oracle, OracleSettings
+o = Oracle(OracleSettings(method="hf", basis="sto-3g", options={"_test_hang": 120})).start()
+print(o.worker_pids[0], flush=True)
+o.gradient([1, 1], [[0, 0, 0], [0, 0, 0.74]])
+"""
+    env = dict(os.environ, GOLF_ORACLE_TEST_HOOKS="1", TMPDIR=str(tmp_path))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(0.5)  # the worker is inside its task now
+        assert _running(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(worker)
+    assert not list(tmp_path.glob("golf-oracle-*"))  # and its scratch folder went with it

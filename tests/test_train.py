@@ -81,7 +81,16 @@ def _model(ds, seed=0):
 FAST = dict(steps=40, batch_size=16, lr=2e-3, eval_every=20, val_fraction=0.2, device="cpu")
 
 
-def test_training_lowers_validation_loss_and_is_reproducible(tmp_path):
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small batches gain nothing from threads, and on a shared machine spinning threads cost time.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_training_lowers_validation_loss(tmp_path):
     d0 = synthetic_dataset()
     # a failed label must be ignored, not trained on
     d0.conformers.append(Conformer(0, 99, [6, 1], np.zeros((2, 3)), float("nan"), status="scf_not_converged"))
@@ -94,20 +103,27 @@ def test_training_lowers_validation_loss_and_is_reproducible(tmp_path):
     assert h["step"].tolist() == [0, 20, 40]
     assert h["val_loss"].iloc[1:].min() < 0.5 * h["val_loss"].iloc[0]
     assert h["val_force_mae_kcalmol_per_A"].iloc[-1] < h["val_force_mae_kcalmol_per_A"].iloc[0]
+    assert np.isnan(h["train_loss"].iloc[0]) and np.isfinite(h["train_loss"].iloc[1:]).all()
     assert result.best_step == int(h["step"].iloc[h["val_loss"].idxmin()])
-    assert (pd.read_csv(csv)["val_loss"].to_numpy() == pytest.approx(h["val_loss"].to_numpy(), rel=1e-12))
+    assert pd.read_csv(csv)["val_loss"].to_numpy() == pytest.approx(h["val_loss"].to_numpy(), rel=1e-12)
     # the caller's model is untouched; the result carries provenance
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     meta = result.model.meta
     assert meta["data_digest"] and meta["level_of_theory"] == "harmonic"
     assert meta["training"]["n_val"] == 10 and meta["training"]["n_train_d0"] == 40
 
-    again = train(model, d0, None, TrainSettings(seed=1, **FAST), progress=False)
-    a, b = result.model.state_dict(), again.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    other = train(model, d0, None, TrainSettings(seed=2, **FAST), progress=False)
-    c = other.model.state_dict()
-    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+def test_training_is_reproducible_with_a_seed():
+    d0 = synthetic_dataset(n_conf=3)
+    model = _model(d0)
+    short = {**FAST, "steps": 6, "eval_every": 3}
+    a = train(model, d0, None, TrainSettings(seed=1, **short), progress=False)
+    b = train(model, d0, None, TrainSettings(seed=1, **short), progress=False)
+    c = train(model, d0, None, TrainSettings(seed=2, **short), progress=False)
+    sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    pd.testing.assert_frame_equal(a.history.drop(columns="elapsed_s"), b.history.drop(columns="elapsed_s"))
 
 
 def test_fine_tuning_with_new_data(tmp_path):
@@ -139,7 +155,9 @@ def test_batch_composition_draws_the_d0_share():
     d0, new = batch_composition(rng, 100, 100, 64, 1.0)  # the trajectory-baseline mix
     assert len(d0) == 64 and len(new) == 0
     # the D0 share is uniform over the pool
-    counts = np.bincount(np.concatenate([batch_composition(rng, 10, 50, 20, 0.5)[0] for _ in range(2000)]), minlength=10)
+    counts = np.bincount(
+        np.concatenate([batch_composition(rng, 10, 50, 20, 0.5)[0] for _ in range(2000)]), minlength=10
+    )
     assert counts.min() > 0.8 * counts.mean()
 
 
@@ -161,3 +179,23 @@ def test_bad_input_gives_clear_errors():
     hc_only = build_model(["H", "C"], self_energies="zero", layer_dims="tiny")
     with pytest.raises(UnsupportedElement):
         train(hc_only, d0, settings=TrainSettings(**FAST), progress=False)
+
+
+def test_ensemble_members_are_each_trained():
+    d0 = synthetic_dataset(n_conf=2)
+    model = build_model(
+        ["H", "C", "N", "O"],
+        self_energies=fit_self_energies(d0, ["H", "C", "N", "O"]),
+        layer_dims="tiny",
+        radial_shifts=8,
+        angular_shifts=4,
+        ensemble_size=2,
+        seed=0,
+    )
+    settings = TrainSettings(steps=3, batch_size=8, lr=1e-3, eval_every=3, val_fraction=0.2, device="cpu")
+    result = train(model, d0, None, settings, progress=False)
+    before, after = model.state_dict(), result.model.state_dict()
+    for member in ("members.0.", "members.1."):
+        keys = [k for k in before if member in k]
+        assert keys and not all(torch.equal(before[k], after[k]) for k in keys)
+    assert np.isfinite(result.history["val_loss"]).all()

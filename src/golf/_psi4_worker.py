@@ -1,6 +1,6 @@
 """A long-lived Psi4 worker: the script that runs inside Psi4's own interpreter.
 
-Run as ``<psi4 python> _psi4_worker.py --scratch DIR``. It must import only the standard library,
+Run as ``<psi4 python> _psi4_worker.py --scratch DIR [--scratch-root ROOT]``. It must import only the standard library,
 numpy and psi4: Psi4's interpreter (Debian's ``/usr/bin/python3`` or a conda env) does not have the
 golf package or its venv. :mod:`golf.oracle` starts and talks to it.
 
@@ -37,8 +37,10 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import threading
 import time
 
 # Keep the protocol channel apart from fd 1 *before* psi4 is imported: psi4's C++ and Python
@@ -148,10 +150,30 @@ def run_task(task):
     return {"status": "scf_not_converged", "message": message, "attempts": attempts}
 
 
+def exit_with_parent(scratch_root, interval_s=1.0):
+    """Die when the process that started us dies (e.g. a cancelled Snakemake job), even mid-task.
+
+    That process cannot clean up any more, so the first worker to notice removes the oracle's
+    scratch folder (all its workers die the same way).
+    """
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        if scratch_root:
+            shutil.rmtree(scratch_root, ignore_errors=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", required=True, help="private scratch folder of this worker")
+    parser.add_argument("--scratch-root", help="the oracle's scratch folder, removed if the oracle dies")
     args = parser.parse_args()
+    exit_with_parent(args.scratch_root)
     os.makedirs(args.scratch, exist_ok=True)
     os.chdir(args.scratch)  # timer.dat and psi.*.clean land here, not in the caller's folder
     psi4.core.IOManager.shared_object().set_default_path(args.scratch)

@@ -142,7 +142,9 @@ def generate_conformers(
         split = "test" if mid in test_ids else "train"
         n_keep = test_per_molecule if split == "test" else per_molecule
         try:
-            species, coords, charge, multiplicity = embed(spec.smiles, n_keep, attempts, seed, mmff_relax, rmsd_threshold)
+            species, coords, charge, multiplicity = embed(
+                spec.smiles, n_keep, attempts, seed, mmff_relax, rmsd_threshold
+            )
         except (ValueError, RuntimeError) as err:
             skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": str(err)})
             continue

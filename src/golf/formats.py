@@ -418,10 +418,8 @@ class _Builder:
         self.skipped: list[str] = []
         self._ids: dict[str, int] = {}
         self._counts: dict[int, int] = {}
-        self._current = ""
 
     def record(self, where: str) -> _Record:
-        self._current = where
         return _Record(self, where)
 
     def add(

@@ -28,3 +28,14 @@ def gather(chunks: list[Dataset], max_force_norm: float) -> Dataset:
             c.status = "force_too_large"
     log.info("gathered %d conformations: %s", len(merged), merged.status_counts())
     return merged
+
+
+def label_pending(oracle, dataset: Dataset) -> Dataset:
+    """Oracle labels for the "unlabelled" rows; rows already skipped pass through unchanged."""
+    pending = [i for i, c in enumerate(dataset.conformers) if c.status == "unlabelled"]
+    labelled = iter(oracle.label(dataset.subset(pending)).conformers)
+    out = Dataset(dict(dataset.molecules), [], dict(dataset.attrs))
+    for i, c in enumerate(dataset.conformers):
+        out.conformers.append(next(labelled) if c.status == "unlabelled" else c)
+    log.info("labelled %d of %d rows: %s", len(pending), len(dataset), out.status_counts())
+    return out

@@ -30,7 +30,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -118,7 +118,10 @@ class NNP(torch.nn.Module):
         self._elements = tuple(elements)
         self._self_energies = tuple(float(self_energies[s]) for s in self._elements)
         self.meta = meta
-        # atomic number -> element index (-1: padding or unsupported); a plain buffer so it moves with .to().
+        symbols = tuple(getattr(ani, "symbols", self._elements))
+        if symbols != self._elements:
+            raise NNPError(f"the TorchANI model is built for {symbols}, not {self._elements}")
+        # atomic number -> element index (-1: padding, -2: unsupported); a buffer so it moves with .to().
         table = torch.full((max(SUPPORTED_ELEMENTS.values()) + 2,), -2, dtype=torch.long)
         table[-1] = -1  # index -1 (padding) maps to -1
         for i, s in enumerate(self._elements):
@@ -243,14 +246,24 @@ class NNP(torch.nn.Module):
             ``coordinates``, 0 on padding atoms.
         """
         elem_idxs, coords = self._prepare(species, coordinates)
-        coords = coords.detach().requires_grad_(True)
+        energies, forces = self.energies_forces_from_indices(elem_idxs, coords, create_graph)
+        return energies, forces.to(coordinates.dtype)
+
+    def energies_forces_from_indices(
+        self, elem_idxs: Tensor, coordinates: Tensor, create_graph: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`energies_forces` for element indices and coordinates already on the model's device
+        and in its dtype: no element check, no copies (for loops such as batched L-BFGS that
+        convert species once with :meth:`element_indices`). Forces are in the model's dtype.
+        """
+        coords = coordinates.detach().requires_grad_(True)
         with torch.enable_grad():
             energies = self.energies_from_indices(elem_idxs, coords)
             (grad,) = torch.autograd.grad(energies.sum(), coords, create_graph=create_graph)
-        forces = torch.where((elem_idxs >= 0).unsqueeze(-1), -grad, torch.zeros_like(grad))
+        forces = torch.where((elem_idxs >= 0).unsqueeze(-1), -grad, torch.zeros_like(grad))  # (B, N, 3)
         if not create_graph:
             energies = energies.detach()
-        return energies, forces.to(coordinates.dtype)
+        return energies, forces
 
     def _apply(self, fn, *args, **kwargs):
         self._sae_cache = {}  # the device may change
@@ -464,7 +477,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> N
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when present, else CPU; "cpu", "cuda", "cuda:1" as given (checked)."""
+    """The torch device for "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N" (checked)."""
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":

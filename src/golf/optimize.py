@@ -21,8 +21,8 @@ The two-loop recursion is written in matrix form: with A[i, j] = s_i . y_j (kept
 pairs are added), the first loop is the upper-triangular solve triu(A) al = S q and the second the
 lower-triangular solve tril(A^T) c = diag(A) al - Y r (c = al - be). This is the same algebra as
 torch's loops over the history (only round-off differs) with a fixed number of kernels whatever H.
-The history is a ring buffer per slot; triangular structure is taken in each slot's logical
-(oldest-first) order through a per-slot permutation.
+S and Y are per-slot ring buffers; A is kept in logical (oldest-first) order and (B, H) vectors
+move between the two orders through a per-slot permutation.
 """
 
 from __future__ import annotations
@@ -225,11 +225,11 @@ class BatchedLBFGS:
         # history ring buffer: old_stps (S), old_dirs (Y); A[b, i, j] = s_i . y_j (ro = 1 / diag)
         self._S = torch.zeros(B, H, 0, 3, dtype=dt, device=dev)  # (B, H, N, 3)
         self._Y = torch.zeros_like(self._S)
-        self._A = torch.zeros(B, H, H, dtype=dt, device=dev)
+        self._A = torch.eye(H, dtype=dt, device=dev).repeat(B, 1, 1)  # (B, H, H), identity where unused
         self._count = torch.zeros(B, **i64)  # pairs stored
         self._head = torch.zeros(B, **i64)  # physical index of the next write
         self._arange_h = torch.arange(H, device=dev)
-        self._eye_h = torch.eye(H, dtype=dt, device=dev)
+        self._not_pair: Tensor | None = None  # (B, N, N) 0 for real atom pairs, inf otherwise (repair)
 
     def _grow_atoms(self, n: int) -> None:
         """Pad every per-atom tensor to n atoms (padding = 0.0, species -1)."""
@@ -291,6 +291,7 @@ class BatchedLBFGS:
         self._n_atoms[b] = n
         self._species[b, :n] = species.to(self.device)
         self._x[b, :n] = coordinates.to(self.device, self.dtype)
+        self._not_pair = None
         return b
 
     def remove(self, slot: int) -> None:
@@ -304,8 +305,9 @@ class BatchedLBFGS:
         self._stopped[b] = False
         self._has_eval[b] = False
         self._species[b] = -1
-        for name in ("_x", "_g", "_d", "_prev_g", "_S", "_Y", "_A"):
+        for name in ("_x", "_g", "_d", "_prev_g", "_S", "_Y"):
             getattr(self, name)[b] = 0
+        self._A[b] = torch.eye(self.history_size, dtype=self.dtype, device=self.device)
         self._t[b] = self.lr
         self._loss[b] = 0
         self._prev_loss[b] = 0
@@ -355,48 +357,73 @@ class BatchedLBFGS:
 
     # ------------------------------------------------------------------ L-BFGS pieces
     def _push_history(self, upd: Tensor, s: Tensor, y: Tensor, ys: Tensor) -> None:
-        """Append the pair (s, y) for the slots in upd, dropping the oldest when full."""
+        """Append the pair (s, y) for the slots in upd, dropping the oldest when full.
+
+        S and Y are ring buffers (physical order); A is kept in logical order (oldest first), with
+        the identity on unused rows and columns. Only A's upper triangle is ever read.
+        """
         idx = upd.nonzero().squeeze(1)
         if idx.numel() == 0:
             return
-        H = self.history_size
-        p = self._head[idx]  # (k,)
-        s_k, y_k = s[idx], y[idx]  # (k, N, 3)
-        self._S[idx, p] = s_k
-        self._Y[idx, p] = y_k
-        k = idx.numel()
-        row = torch.bmm(self._Y[idx].view(k, H, -1), s_k.reshape(k, -1, 1)).squeeze(-1)  # (k, H): s_new . y_j
-        col = torch.bmm(self._S[idx].view(k, H, -1), y_k.reshape(k, -1, 1)).squeeze(-1)  # (k, H): s_i . y_new
-        self._A[idx, p, :] = row
-        self._A[idx, :, p] = col
-        self._A[idx, p, p] = ys[idx]
+        B, H = self.batch_size, self.history_size
+        full = idx[self._count[idx] == H]
+        if full.numel() == B:  # forget the oldest pair: shift A up-left by one (a slice is cheaper)
+            self._A[:, :-1, :-1] = self._A[:, 1:, 1:].clone()
+        elif full.numel():
+            self._A[full, :-1, :-1] = self._A[full, 1:, 1:]
+        p = self._head[idx]  # (k,) physical slot of the new pair
+        self._S[idx, p] = s[idx]
+        self._Y[idx, p] = y[idx]
+        count = torch.clamp(self._count[idx] + 1, max=H)
+        # new column of A in logical order: A[i, new] = s_i . y_new (0 for unused i, whose s_i = 0)
+        col = torch.bmm(self._S.view(B, H, -1), y.reshape(B, -1, 1)).squeeze(-1)[idx]  # (k, H) physical
+        start = (p + 1 - count) % H
+        col = col.gather(1, (start[:, None] + self._arange_h[None, :]) % H)  # (k, H) logical
+        q = count - 1  # logical position of the new pair
+        self._A[idx, :, q] = col
+        self._A[idx, q, q] = ys[idx]  # exactly torch's y.s, whose inverse is ro
         self._head[idx] = (p + 1) % H
-        self._count[idx] = torch.clamp(self._count[idx] + 1, max=H)
+        self._count[idx] = count
 
     def _two_loop(self, q0: Tensor) -> Tensor:
         """L-BFGS direction H_k q0 for every slot (B, N, 3); q0 = -g. See the module docstring."""
         B, H = self.batch_size, self.history_size
         q0 = q0.reshape(B, -1)  # (B, M)
-        S = self._S.view(B, H, -1)  # (B, H, M)
-        Y = self._Y.view(B, H, -1)
-        start = (self._head - self._count) % H
-        perm = (start[:, None] + self._arange_h[None, :]) % H  # (B, H): logical (oldest first) -> physical
-        valid = self._arange_h[None, :] < self._count[:, None]  # (B, H)
-        A = self._A.gather(1, perm[:, :, None].expand(B, H, H)).gather(2, perm[:, None, :].expand(B, H, H))
-        A = torch.where(valid[:, :, None] & valid[:, None, :], A, self._eye_h)  # empty entries: identity
-        Sq = torch.bmm(S, q0.unsqueeze(-1)).squeeze(-1).gather(1, perm) * valid  # (B, H)
+        wrapped = bool((self._count == H).any())
+        h = H if wrapped else int(self._count.max())  # unwrapped: physical order is logical order
+        r0 = q0 * self._H_diag[:, None]
+        if h == 0:
+            return r0.view_as(self._x)
+        S = self._S.view(B, H, -1)[:, :h]  # (B, h, M)
+        Y = self._Y.view(B, H, -1)[:, :h]
+        A = self._A[:, :h, :h]  # (B, h, h) logical order
+        if wrapped:
+            start = (self._head - self._count) % H
+            perm = (start[:, None] + self._arange_h[None, :]) % H  # (B, H): logical -> physical
+
+            def logical(v):
+                return v.gather(1, perm)
+
+            def physical(v):
+                return torch.zeros_like(v).scatter_(1, perm, v)
+
+        else:
+
+            def logical(v):
+                return v
+
+            physical = logical
+        Sq = logical(torch.bmm(S, q0.unsqueeze(-1)).squeeze(-1))  # (B, h)
         # first loop: al_i = ro_i s_i.(q0 - sum_{j>i} al_j y_j)  <=>  triu(A) al = S q0
-        al = torch.linalg.solve_triangular(A.triu(), Sq.unsqueeze(-1), upper=True).squeeze(-1)  # (B, H)
-        al_phys = torch.zeros_like(al).scatter_(1, perm, al)
-        q = q0 - torch.bmm(al_phys.unsqueeze(1), Y).squeeze(1)  # (B, M)
+        al = torch.linalg.solve_triangular(A, Sq.unsqueeze(-1), upper=True).squeeze(-1)  # (B, h)
+        q = q0 - torch.bmm(physical(al).unsqueeze(1), Y).squeeze(1)  # (B, M)
         r0 = q * self._H_diag[:, None]  # multiply by the initial Hessian
-        Yr = torch.bmm(Y, r0.unsqueeze(-1)).squeeze(-1).gather(1, perm) * valid  # (B, H)
+        Yr = logical(torch.bmm(Y, r0.unsqueeze(-1)).squeeze(-1))  # (B, h)
         # second loop: be_i = ro_i y_i.(r0 + sum_{j<i} c_j s_j), c = al - be
         #   <=>  tril(A^T) c = diag(A) al - Y r0
         rhs = torch.diagonal(A, dim1=1, dim2=2) * al - Yr
-        c = torch.linalg.solve_triangular(A.transpose(1, 2).tril(), rhs.unsqueeze(-1), upper=False).squeeze(-1)
-        c_phys = torch.zeros_like(c).scatter_(1, perm, c)
-        d = r0 + torch.bmm(c_phys.unsqueeze(1), S).squeeze(1)  # (B, M)
+        c = torch.linalg.solve_triangular(A.mT, rhs.unsqueeze(-1), upper=False).squeeze(-1)
+        d = r0 + torch.bmm(physical(c).unsqueeze(1), S).squeeze(1)  # (B, M)
         return d.view_as(self._x)
 
     def _cap_factor(self, moved: Tensor, step: Tensor) -> Tensor:
@@ -414,26 +441,31 @@ class BatchedLBFGS:
 
     def _repair(self, mask: Tensor) -> Tensor:
         """Push apart atom pairs closer than min_distance (GOLF's repair); return (B,) repaired."""
+        repaired = torch.zeros_like(mask)
         if self.min_distance <= 0 or self._x.shape[1] < 2:
-            return torch.zeros_like(mask)
-        x = self._x
-        real = self._species >= 0  # (B, N)
-        diff = x[:, None, :, :] - x[:, :, None, :]  # (B, N, N, 3): diff[b, i, j] = x_j - x_i
-        r = diff.norm(dim=-1)  # (B, N, N)
-        N = x.shape[1]
-        pair = real[:, :, None] & real[:, None, :] & ~torch.eye(N, dtype=torch.bool, device=x.device)
-        close = pair & (r < self.min_distance) & mask[:, None, None]
-        repaired = close.flatten(1).any(1)
+            return repaired
+        N = self._x.shape[1]
+        if self._not_pair is None or self._not_pair.shape[1] != N:  # cached until add() changes species
+            real = self._species >= 0  # (B, N)
+            pair = real[:, :, None] & real[:, None, :] & ~torch.eye(N, dtype=torch.bool, device=self.device)
+            self._not_pair = torch.where(pair, 0.0, torch.inf).to(self.dtype)  # (B, N, N)
+        r = torch.cdist(self._x, self._x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, N, N)
+        repaired = ((r + self._not_pair) < self.min_distance).flatten(1).any(1) & mask
         if not bool(repaired.any()):
             return repaired
+        idx = repaired.nonzero().squeeze(1)  # rare: work on these slots only
+        x = self._x[idx]  # (k, N, 3)
+        diff = x[:, None, :, :] - x[:, :, None, :]  # (k, N, N, 3): diff[b, i, j] = x_j - x_i
+        r = diff.norm(dim=-1)  # (k, N, N)
+        close = (r + self._not_pair[idx]) < self.min_distance
         # coincident atoms have no direction: separate them along x, the lower index going -x
-        ar = torch.arange(N, device=x.device)
+        ar = torch.arange(N, device=self.device)
         fallback = torch.zeros_like(diff)
         fallback[..., 0] = torch.sign(ar[None, :] - ar[:, None]).to(x.dtype)  # +1 where i < j
         unit = torch.where((r > 1e-8)[..., None], diff / torch.clamp(r, min=1e-8)[..., None], fallback)
-        coef = torch.where(close, self.repair_distance - r, torch.zeros_like(r))  # (B, N, N)
+        coef = torch.where(close, self.repair_distance - r, torch.zeros_like(r))  # (k, N, N)
         # each atom of a close pair moves half the shortfall away from the other (moldynamics_env.py)
-        self._x = x - 0.5 * (coef[..., None] * unit).sum(2)
+        self._x[idx] = x - 0.5 * (coef[..., None] * unit).sum(2)
         self._has_eval &= ~repaired
         return repaired
 
@@ -479,8 +511,7 @@ class BatchedLBFGS:
             self._push_history(upd, s, y, ys)
             self._H_diag = torch.where(upd, ys / _dot(y, y).clamp(min=torch.finfo(self.dtype).tiny), self._H_diag)
             self._H_diag = torch.where(first, torch.ones_like(self._H_diag), self._H_diag)
-            self._count = torch.where(first, 0, self._count)
-            self._head = torch.where(first, 0, self._head)
+            # (a first iteration finds the history empty: add() reset it)
             if bool(later.any()):
                 d = torch.where(later[:, None, None], self._two_loop(-g), self._d)
             else:

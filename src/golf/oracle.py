@@ -134,6 +134,7 @@ class OracleResult:
     status: str
     message: str = ""
     cached: bool = False
+    wall_s: float = 0.0  # seconds the worker spent on the task (0 for cache hits and rejected inputs)
 
     @property
     def ok(self) -> bool:
@@ -308,6 +309,7 @@ class _Worker:
         self.argv = argv
         self.index = index
         self.threads = threads
+        self.root = root
         self.scratch = root / f"worker-{index}"
         self.stderr_path = root / f"worker-{index}.stderr"
         self.proc: subprocess.Popen | None = None
@@ -325,7 +327,7 @@ class _Worker:
         # BLAS/OpenMP thread pools are sized at import, before psi4.set_num_threads can act
         env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         env.update(OPENBLAS_NUM_THREADS=str(self.threads))
-        cmd = [*self.argv, str(WORKER_SCRIPT), "--scratch", str(self.scratch)]
+        cmd = [*self.argv, str(WORKER_SCRIPT), "--scratch", str(self.scratch), "--scratch-root", str(self.root)]
         with open(self.stderr_path, "ab") as stderr:
             try:
                 self.proc = subprocess.Popen(
@@ -441,8 +443,9 @@ class Oracle:
         with Oracle(OracleSettings(method="hf", basis="sto-3g", workers=2)) as oracle:
             labelled = oracle.label(dataset)
 
-    ``calls`` counts tasks sent to Psi4 (a retry after a crash counts again); ``cache_hits`` counts
-    labels read from the cache.
+    ``calls`` counts tasks sent to Psi4 (a retry after a crash counts again), ``cache_hits`` labels
+    read from the cache, ``restarts`` worker restarts, ``worker_seconds`` the wall time workers
+    spent inside tasks (Psi4 plus the worker's own bookkeeping).
     """
 
     def __init__(self, settings: OracleSettings | None = None):
@@ -450,6 +453,7 @@ class Oracle:
         self.calls = 0
         self.cache_hits = 0
         self.restarts = 0
+        self.worker_seconds = 0.0  # wall time the workers spent inside tasks
         self.psi4_version: str | None = None
         self.cache = LabelCache(self.settings.cache_dir) if self.settings.cache_dir else None
         self._workers: list[_Worker] = []
@@ -457,12 +461,14 @@ class Oracle:
         self._root: Path | None = None
         self._lock = threading.Lock()
         self._next_id = 0
+        self._closing = False
 
     # lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> Oracle:
         if self._workers:
             return self
+        self._closing = False
         argv = find_psi4_python(self.settings.psi4_python)
         self._root = Path(tempfile.mkdtemp(prefix="golf-oracle-", dir=self.settings.scratch_dir))
         try:
@@ -486,9 +492,11 @@ class Oracle:
         )  # fmt: skip
         return self
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the workers (each gets ``timeout`` seconds to finish its task) and remove scratch."""
+        self._closing = True
         for w in self._workers:
-            w.close()
+            w.close(timeout)
         self._workers = []
         self._idle = queue.Queue()
         if self._root is not None:
@@ -582,18 +590,25 @@ class Oracle:
         bar = tqdm(total=len(inputs), file=sys.stderr, disable=not progress, unit="conf",
                    desc=f"psi4 {s.level_of_theory}", dynamic_ncols=True)  # fmt: skip
         bar.update(sum(r is not None for r in results))  # cache hits and rejected inputs
-        with bar, ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
-            futures = {pool.submit(self._run, job): rows for job, rows in pending.values()}
-            counts: dict[str, int] = {}
-            for future in as_completed(futures):
-                rows = futures[future]
-                result = future.result()
-                for i in rows:
-                    results[i] = dataclasses.replace(result)
-                counts[result.status] = counts.get(result.status, 0) + 1
-                bar.update(len(rows))
-                if progress:
-                    bar.set_postfix(counts, refresh=False)
+        pool = ThreadPoolExecutor(max_workers=len(self._workers))
+        try:
+            with bar:
+                futures = {pool.submit(self._run, job): rows for job, rows in pending.values()}
+                counts: dict[str, int] = {}
+                for future in as_completed(futures):
+                    rows = futures[future]
+                    result = future.result()
+                    for i in rows:
+                        results[i] = dataclasses.replace(result)
+                    counts[result.status] = counts.get(result.status, 0) + 1
+                    bar.update(len(rows))
+                    if progress:
+                        bar.set_postfix(counts, refresh=False)
+        except BaseException:  # Ctrl-C or a cancelled job: stop the workers now, not after the batch
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.close(timeout=0)
+            raise
+        pool.shutdown()
         return results  # type: ignore[return-value]
 
     def _run(self, job: _Job) -> OracleResult:
@@ -659,11 +674,17 @@ class Oracle:
                 worker.kill()
                 self._try_restart(worker)
                 continue
-            return _parse_reply(reply, len(job.species))
+            result = _parse_reply(reply, len(job.species))
+            result.wall_s = float(reply.get("wall_s", 0.0))
+            with self._lock:
+                self.worker_seconds += result.wall_s
+            return result
         return _failure("worker_crashed", crash_message)
 
     def _restart(self, worker: _Worker) -> None:
         worker.kill()
+        if self._closing:
+            raise OracleUnavailable("the oracle is closed")
         hello = worker.start()
         with self._lock:
             self.restarts += 1

@@ -156,8 +156,14 @@ def optimise_dataset(
             out.conformers.extend(frames)
             if frames:
                 end = frames[-1].props["end"]
-                log.info("trajectory %d/%d: %d frames, end=%d, E=%.8f", i + 1, len(order), len(frames), end,
-                         frames[-1].energy)
+                log.info(
+                    "trajectory %d/%d: %d frames, end=%d, E=%.8f",
+                    i + 1,
+                    len(order),
+                    len(frames),
+                    end,
+                    frames[-1].energy,
+                )
     return out
 
 

@@ -17,9 +17,12 @@ Skips, recorded with their reason (the authors' code; not in the paper):
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
+from golf.data import Conformer, Dataset
 
 # Why a trajectory ended; stored as codes in HDF5 (position in this tuple).
 END_REASONS = ("mmff_rise", "timelimit", "nonfinite")
@@ -68,3 +71,34 @@ def select_conformation(
     if repaired[index]:
         return Selection(None, "skipped_repaired", end_reason)
     return Selection(index, "unlabelled", end_reason)
+
+
+def select_from_trajectories(trajectories: Dataset, mmff_threshold: float = 300.0) -> Dataset:
+    """One row per trajectory of a GOLF round: the chosen conformation (status "unlabelled", to be
+    labelled) or the trajectory's last conformation with the skip status, so that every
+    trajectory is accounted for. Rows carry ``traj``, ``step``, ``start_row``, ``round``,
+    ``end_reason`` and ``mmff_energy``.
+    """
+    by_traj: dict[int, list[Conformer]] = defaultdict(list)
+    for c in trajectories.conformers:
+        by_traj[int(c.props["traj"])].append(c)
+    out = Dataset(dict(trajectories.molecules), [], {"kind": "golf_selection"})
+    for traj in sorted(by_traj):
+        frames = sorted(by_traj[traj], key=lambda c: c.props["step"])
+        end = END_REASONS[int(frames[-1].props["end_reason"])]
+        mmff = [c.props["mmff_energy"] for c in frames]
+        repaired = [bool(c.props["repaired"]) for c in frames]
+        selection = select_conformation(mmff, repaired, end, mmff_threshold)
+        chosen = frames[selection.index if selection.index is not None else -1]
+        keep = ("traj", "step", "start_row", "round", "end_reason", "mmff_energy")
+        out.conformers.append(
+            Conformer(
+                chosen.molecule_id,
+                chosen.conformer_id,
+                chosen.species,
+                chosen.coordinates,
+                status=selection.status,
+                props={k: chosen.props[k] for k in keep},
+            )
+        )
+    return out

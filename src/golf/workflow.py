@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def log_to(path: str | Path) -> None:
         force=True,
     )
     logging.captureWarnings(True)
+    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 
 # The label cache every rule shares, so no rule or rerun repeats a DFT call.

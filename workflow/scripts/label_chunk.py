@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
 from golf import data
+from golf.labels import label_pending
 from golf.oracle import Oracle
 from golf.workflow import log_to, oracle_settings
 
@@ -20,7 +21,7 @@ for row, conformer in zip(rows, part.conformers):
     conformer.props["source_row"] = row  # the gather restores the input order with it
 
 with Oracle(oracle_settings(snakemake.params.oracle)) as oracle:
-    labelled = oracle.label(part)
+    labelled = label_pending(oracle, part)
     labelled.attrs.update(
         kind="labels",
         level_of_theory=oracle.settings.level_of_theory,

@@ -1,0 +1,235 @@
+"""Throughput of golf.optimize.BatchedLBFGS against ASE's LBFGS and against the model's raw speed.
+
+One process, one randomly initialised TorchANI model (built locally: no downloads; the network is
+switched off while it runs), the same drug-like RDKit ETKDG conformations (20-40 atoms) for all:
+
+  (a) ours: golf.optimize.optimize, all conformations in one batch, ``--steps`` outer steps each
+      (one outer step = one torch.optim.LBFGS.step = up to 5 energy/forces evaluations);
+  (b) peer: ase.optimize.LBFGS, molecule by molecule through TorchANI's ASE calculator, the same
+      number of steps (one ASE step = one evaluation);
+  (c) raw: the model's forward + backward on the padded batch of all conformations.
+
+Prints conformation-steps/s and evaluations/s for each, the speedup over ASE and the fraction of
+the raw evaluation rate that the optimiser reaches.
+
+    python bench/optimize_throughput.py                    # 64 conformations, 50 steps, CPU
+    python bench/optimize_throughput.py --n-conf 1024 --device cuda --ase-conf 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SMILES = [
+    "CC(=O)Nc1ccc(O)cc1",  # paracetamol, 20 atoms
+    "CC(=O)Oc1ccccc1C(=O)O",  # aspirin, 21
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",  # caffeine, 24
+    "CC(C)Cc1ccc(cc1)C(C)C(=O)O",  # ibuprofen, 33
+    "CN1CCCC1c1cccnc1",  # nicotine, 26
+    "OC(Cn1cncn1)(Cn1cncn1)c1ccc(F)cc1F",  # fluconazole, 34
+    "CCCNC(=O)NS(=O)(=O)c1ccc(Cl)cc1",  # chlorpropamide, 30
+    "CCN(CC)CC(=O)Nc1c(C)cccc1C",  # lidocaine, 39
+    "CCOc1ccc(NC(C)=O)cc1",  # phenacetin, 26
+    "CCOC(=O)c1ccc(N)cc1",  # benzocaine, 23
+    "Cc1cc(NS(=O)(=O)c2ccc(N)cc2)no1",  # sulfamethoxazole, 28
+    "CC(C)(C)NCC(O)c1ccc(O)c(CO)c1",  # salbutamol, 38
+    "CC(C(=O)O)c1ccc(-c2ccccc2)c(F)c1",  # flurbiprofen, 31
+    "Cc1cc(=O)n(-c2ccccc2)n1C",  # antipyrine, 26
+    "CN(C)CCC(c1ccc(Cl)cc1)c1ccccn1",  # chlorpheniramine, 38
+]
+ELEMENTS = ["H", "C", "N", "O", "F", "S", "Cl"]
+
+
+def _no_network(*args, **kwargs):
+    raise RuntimeError("the benchmark tried to use the network (a download?)")
+
+
+def conformations(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n ETKDG conformations, cycling through SMILES with a different seed each round."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    species, coords = [], []
+    for i in range(n):
+        mol = Chem.AddHs(Chem.MolFromSmiles(SMILES[i % len(SMILES)]))
+        if AllChem.EmbedMolecule(mol, randomSeed=1000 + i) != 0:
+            raise RuntimeError(f"ETKDG failed for {SMILES[i % len(SMILES)]}")
+        species.append(np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64))
+        coords.append(mol.GetConformer().GetPositions())
+    return species, coords
+
+
+def pad(species, coords, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(len(s) for s in species)
+    sp = torch.full((len(species), n), -1, dtype=torch.int64)
+    x = torch.zeros(len(species), n, 3, dtype=dtype)
+    for i, (s, c) in enumerate(zip(species, coords, strict=True)):
+        sp[i, : len(s)] = torch.from_numpy(s)
+        x[i, : len(s)] = torch.from_numpy(c)
+    return sp.to(device), x.to(device)
+
+
+class Timed:
+    """An energy/forces function that counts its calls, its conformations and its time."""
+
+    def __init__(self, model, device):
+        self.model, self.device = model, device
+        self.calls = self.conformations = 0
+        self.seconds = 0.0
+
+    def __call__(self, species, coordinates):
+        t0 = time.perf_counter()
+        coordinates = coordinates.detach().requires_grad_(True)
+        energies = self.model((species, coordinates)).energies
+        (grad,) = torch.autograd.grad(energies.sum(), coordinates)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.conformations += species.shape[0]
+        return energies.detach(), -grad
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_raw(model, species, coords, device, repeats: int) -> float:
+    """Evaluations per second of forward + backward on the whole padded batch."""
+    sp, x = pad(species, coords, device, torch.float32)
+    ef = Timed(model, device)
+    for _ in range(3):  # warm-up
+        ef(sp, x)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        ef(sp, x)
+    _sync(device)
+    return repeats * len(species) / (time.perf_counter() - t0)
+
+
+def bench_ours(model, species, coords, device, steps: int, batch_size: int) -> dict:
+    from golf.optimize import optimize
+
+    ef = Timed(model, device)
+    optimize(ef, species[:2], coords[:2], steps=2, batch_size=2, device=device)  # warm-up
+    ef = Timed(model, device)
+    _sync(device)
+    t0 = time.perf_counter()
+    trajs = optimize(ef, species, coords, steps=steps, batch_size=batch_size, device=device)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    conf_steps = sum(t.n_steps for t in trajs)
+    evaluations = sum(t.evaluations for t in trajs)
+    statuses = {s: sum(t.status == s for t in trajs) for s in {t.status for t in trajs}}
+    return {
+        "seconds": seconds,
+        "conf_steps": conf_steps,
+        "evaluations": evaluations,
+        "model_seconds": ef.seconds,
+        "calls": ef.calls,
+        "statuses": statuses,
+        "e_drop": float(np.mean([t.energies[0] - t.energies[-1] for t in trajs])),
+    }
+
+
+def bench_ase(model, species, coords, steps: int) -> dict:
+    import ase
+    from ase.optimize import LBFGS
+
+    calc = model.ase()
+    calls = force_calls = 0
+
+    class Counting(type(calc)):
+        def calculate(self, atoms=None, properties=("energy",), *args, **kwargs):
+            nonlocal calls, force_calls
+            calls += 1
+            force_calls += "forces" in properties
+            super().calculate(atoms, list(properties), *args, **kwargs)
+
+    calc.__class__ = Counting
+    warm = ase.Atoms(numbers=species[0], positions=coords[0])
+    warm.calc = calc
+    LBFGS(warm, logfile=None).run(fmax=1e-12, steps=2)
+    calls = force_calls = 0
+    t0 = time.perf_counter()
+    conf_steps = 0
+    for s, c in zip(species, coords, strict=True):
+        atoms = ase.Atoms(numbers=s, positions=c)
+        atoms.calc = calc
+        opt = LBFGS(atoms, logfile=None)
+        opt.run(fmax=1e-12, steps=steps)  # fmax unreachable: exactly `steps` steps
+        conf_steps += opt.nsteps
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "conf_steps": conf_steps, "evaluations": force_calls, "calls": calls}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n-conf", type=int, default=64, help="conformations (default 64)")
+    p.add_argument("--steps", type=int, default=50, help="optimisation steps per conformation (default 50)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch-size", type=int, default=None, help="our batch size (default: --n-conf)")
+    p.add_argument("--ase-conf", type=int, default=None, help="conformations for ASE (default: min(n-conf, 64))")
+    p.add_argument("--raw-repeats", type=int, default=20, help="timed raw evaluations (default 20)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    socket.socket.connect = _no_network  # nothing may be downloaded
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    import torchani
+
+    model = torchani.arch.simple_ani(ELEMENTS, lot="wb97x-631gd").to(args.device)  # GSAEs are built in
+    model.requires_grad_(False)  # only coordinates need gradients
+    species, coords = conformations(args.n_conf)
+    n_atoms = [len(s) for s in species]
+    batch_size = args.batch_size or args.n_conf
+    ase_conf = args.ase_conf or min(args.n_conf, 64)
+    print(
+        f"device {args.device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+        f"torchani {torchani.__version__}; {args.n_conf} conformations of {min(n_atoms)}-{max(n_atoms)} atoms "
+        f"from {len(SMILES)} SMILES, {args.steps} steps, batch {batch_size}",
+        flush=True,
+    )
+
+    raw = bench_raw(model, species[:batch_size], coords[:batch_size], args.device, args.raw_repeats)
+    print(f"(c) raw forward+backward at batch {batch_size}: {raw:10.1f} evaluations/s", flush=True)
+    ours = bench_ours(model, species, coords, args.device, args.steps, batch_size)
+    ours_steps = ours["conf_steps"] / ours["seconds"]
+    ours_evals = ours["evaluations"] / ours["seconds"]
+    print(
+        f"(a) golf BatchedLBFGS: {ours_steps:10.1f} conformation-steps/s, {ours_evals:10.1f} evaluations/s "
+        f"({ours['evaluations'] / ours['conf_steps']:.2f} evaluations per outer step: one outer step is "
+        f"torch.optim.LBFGS.step with max_iter=5; {ours['calls']} batched calls; "
+        f"{100 * ours['model_seconds'] / ours['seconds']:.0f}% of the time in the model; "
+        f"mean energy drop {ours['e_drop']:.4f} Ha; final status {ours['statuses']})",
+        flush=True,
+    )
+    peer = bench_ase(model, species[:ase_conf], coords[:ase_conf], args.steps)
+    peer_steps = peer["conf_steps"] / peer["seconds"]
+    peer_evals = peer["evaluations"] / peer["seconds"]
+    print(
+        f"(b) ASE LBFGS one by one ({ase_conf} conformations): {peer_steps:10.1f} conformation-steps/s, "
+        f"{peer_evals:10.1f} evaluations/s (energy+forces; ASE also makes "
+        f"{(peer['calls'] - peer['evaluations']) / max(peer['conf_steps'], 1):.2f} energy-only calls per step)",
+        flush=True,
+    )
+    print(f"speedup over ASE, conformation-steps/s: {ours_steps / peer_steps:6.2f}x  (target >= 8x)")
+    print(f"speedup over ASE, evaluations/s:        {ours_evals / peer_evals:6.2f}x")
+    print(f"fraction of raw evaluations/s reached:  {ours_evals / raw:6.2f}   (target >= 0.70)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+# Evaluation of every model against the oracle's minima, and the study's report (paper §6).
+
+
+rule eval_optimize:
+    input:
+        model=get_model_for_eval,
+        reference=get_reference(),
+    output:
+        frames="results/eval/{model}/frames.h5",
+    log:
+        "logs/eval/{model}/optimize.log",
+    benchmark:
+        "benchmarks/eval/{model}/optimize.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+        gpu=get_eval_gpus,
+    conda:
+        "../envs/nnp.yaml"
+    params:
+        evaluation=config["evaluation"],
+        device=config["nnp"]["device"],
+    script:
+        "../workflow/scripts/eval_optimize.py"
+
+
+rule eval_table:
+    input:
+        labels="results/labels/eval-{model}.h5",
+        reference=get_reference(),
+    output:
+        per_step="results/eval/{model}/per_step.csv",
+    log:
+        "logs/eval/{model}/table.log",
+    benchmark:
+        "benchmarks/eval/{model}/table.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../envs/chem.yaml"
+    script:
+        "../workflow/scripts/eval_table.py"
+
+
+rule report:
+    input:
+        per_step=expand("results/eval/{model}/per_step.csv", model=evaluated_names()),
+        labels=expand("results/labels/eval-{model}.h5", model=evaluated_names()),
+        models=expand("results/models/{model}.pt", model=model_names()),
+        reference=get_reference(),
+    output:
+        summary=report("results/report/summary.md", caption="report/summary.rst", category="Summary"),
+        table="results/report/summary.csv",
+        steps="results/report/steps.csv",
+        plots=report(
+            expand("results/report/{plot}.{ext}", plot=REPORT_PLOTS, ext=["png", "svg"]),
+            caption="report/plots.rst",
+            category="Plots",
+        ),
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../envs/report.yaml"
+    params:
+        evaluation=config["evaluation"],
+        settings=report_settings(),
+    script:
+        "../workflow/scripts/report.py"

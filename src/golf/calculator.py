@@ -1,0 +1,41 @@
+"""An ASE calculator backed by a golf-workflow NNP checkpoint, for ASE optimisers and MD.
+
+    from golf.calculator import NNPCalculator
+    atoms.calc = NNPCalculator("results/models/golf-3.pt")
+    ase.optimize.LBFGS(atoms).run(fmax=0.01)
+
+ASE works in eV and eV/Angstrom; the model in Hartree and Hartree/Angstrom.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from golf.units import HARTREE_TO_EV
+
+
+class NNPCalculator(Calculator):
+    """Energy (eV) and forces (eV/Angstrom) of a non-periodic molecule from an NNP."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, model, device: str = "cpu", **kwargs):
+        """``model``: a :class:`golf.nnp.NNP` or the path of a checkpoint."""
+        super().__init__(**kwargs)
+        if not isinstance(model, torch.nn.Module):
+            from golf.nnp import load_model, resolve_device
+
+            model = load_model(model, device=resolve_device(device))
+        self.model = model.eval()
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if self.atoms.pbc.any():
+            raise ValueError("NNPCalculator handles molecules only (no periodic boundaries)")
+        species = torch.as_tensor(self.atoms.numbers, dtype=torch.int64, device=self.model.device)[None]
+        positions = torch.as_tensor(self.atoms.positions, dtype=self.model.dtype, device=self.model.device)[None]
+        energies, forces = self.model.energies_forces(species, positions)
+        self.results["energy"] = float(energies[0]) * HARTREE_TO_EV
+        self.results["forces"] = forces[0].detach().cpu().numpy().astype(np.float64) * HARTREE_TO_EV

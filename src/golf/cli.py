@@ -1,0 +1,254 @@
+"""The ``golf`` command: inspect datasets, import and export data, optimise molecules with a model.
+
+    golf inspect results/labels/d0.h5
+    golf import D-0.db -o results/imported/d0.h5
+    golf export --ani results/labels/d0.h5 -o d0-ani.h5
+    golf optimize --model results/models/golf-3.pt molecules.sdf -o optimised.sdf
+
+Every expected failure (a missing or foreign file, an unsupported element, a model that does not
+fit the data) ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from golf import data
+from golf.units import HARTREE_TO_KCALPERMOL
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line."""
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Exception types that mean bad input, not a bug (imported lazily: torch is slow to load)."""
+    from golf.conformers import MoleculeListError
+    from golf.formats import FormatError
+
+    errors: list[type[Exception]] = [CLIError, data.DataError, FormatError, MoleculeListError, FileNotFoundError]
+    try:
+        from golf.nnp import NNPError
+
+        errors.append(NNPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# ---------------------------------------------------------------------------------------- inspect
+
+
+def inspect_text(dataset: data.Dataset, path: str) -> str:
+    """What a user wants to know about a dataset file, as text."""
+    lines = [f"{path}"]
+    attrs = dataset.attrs
+    kind = attrs.get("kind", "dataset")
+    lines.append(f"  kind: {kind}")
+    n_train = sum(m.split == "train" for m in dataset.molecules.values())
+    n_test = len(dataset.molecules) - n_train
+    lines.append(f"  molecules: {len(dataset.molecules)} (train {n_train}, test {n_test})")
+    lines.append(f"  conformations: {len(dataset)}")
+    counts = dataset.status_counts()
+    if counts:
+        lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda x: -x[1])))
+    energies = np.array([c.energy for c in dataset if c.labelled])
+    if energies.size:
+        lines.append(f"  energies: {energies.min():.6f} .. {energies.max():.6f} Hartree "
+                     f"(span {np.ptp(energies) * HARTREE_TO_KCALPERMOL:.1f} kcal/mol)")
+        fmax = max(np.abs(c.forces).max() for c in dataset if c.labelled)
+        lines.append(f"  largest force component: {fmax:.4f} Hartree/Angstrom")
+    lines.append("  units: " + ", ".join(f"{k} {v}" for k, v in data.UNITS.items()))
+    for key in ("level_of_theory", "psi4_version", "config_digest", "oracle_calls", "cache_hits", "round"):
+        if key in attrs:
+            lines.append(f"  {key}: {attrs[key]}")
+    if "oracle" in attrs and isinstance(attrs["oracle"], dict):
+        o = attrs["oracle"]
+        lines.append(f"  oracle: {o.get('program')} {o.get('version')} {o.get('method')}/{o.get('basis')}")
+    skipped = attrs.get("skipped") or []
+    if skipped:
+        lines.append(f"  skipped molecules: {len(skipped)}")
+        lines += [f"    {s['name']} ({s['smiles']}): {s['reason']}" for s in skipped]
+    per_molecule = Counter(c.molecule_id for c in dataset)
+    lines.append("  per molecule:")
+    for mid, mol in sorted(dataset.molecules.items()):
+        lines.append(f"    {mid:4d} {mol.name or '-':20s} {mol.smiles:30s} {mol.split:5s} {per_molecule[mid]:5d}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args) -> None:
+    for path in args.files:
+        print(inspect_text(data.read(path), path))
+
+
+# ---------------------------------------------------------------------------------- import/export
+
+
+def cmd_import(args) -> None:
+    from golf.formats import import_file
+
+    options = {"split": args.split}
+    if args.energy_unit:
+        options["energy_unit"] = args.energy_unit
+    dataset = import_file(args.input, **options)
+    data.write(args.output, dataset)
+    print(f"{args.output}: {len(dataset)} conformations of {len(dataset.molecules)} molecules "
+          f"({', '.join(f'{k} {v}' for k, v in dataset.status_counts().items())})")
+
+
+def cmd_export(args) -> None:
+    from golf.formats import export_ani, write_sdf, write_xyz
+
+    dataset = data.read(args.input)
+    if args.ani:
+        n = export_ani(dataset, args.output)
+        print(f"{args.output}: {n} labelled conformations in TorchANI's layout")
+    elif args.output.endswith(".sdf"):
+        write_sdf(args.output, dataset)
+    elif args.output.endswith(".xyz"):
+        write_xyz(args.output, dataset)
+    else:
+        raise CLIError(f"{args.output}: unknown output format; use .sdf, .xyz or --ani")
+
+
+# ---------------------------------------------------------------------------------------- optimize
+
+
+def read_structures(path: str, conformers: int, seed: int) -> data.Dataset:
+    """Molecules to optimise from SDF, XYZ/extxyz, our HDF5, or a SMILES file (conformers made here)."""
+    if Path(path).suffix in (".smi", ".smiles", ".txt"):
+        from golf.conformers import generate_conformers, read_molecule_list
+        from golf.nnp import SUPPORTED_ELEMENTS
+
+        specs, skipped = read_molecule_list(path)
+        dataset = generate_conformers(
+            specs, elements=list(SUPPORTED_ELEMENTS), per_molecule=conformers, test_per_molecule=conformers,
+            test_fraction=0.0, seed=seed, skipped=skipped,
+        )
+        return dataset  # skipped molecules were logged, one line each
+    from golf.formats import import_file
+
+    return import_file(path)
+
+
+def optimise_with_model(model, dataset: data.Dataset, steps: int, fmax: float, batch_size: int) -> data.Dataset:
+    """NNP-optimised copies of the conformers: energy = final NNP energy (Hartree), status
+    "converged" when the largest force fell below ``fmax`` (Hartree/Angstrom), else "running"."""
+    import torch
+
+    from golf.nnp import SUPPORTED_ELEMENTS
+    from golf.optimize import optimize
+
+    covered = {SUPPORTED_ELEMENTS[s] for s in model.elements}
+    missing = sorted({int(z) for c in dataset for z in c.species} - covered)
+    if missing:
+        raise CLIError(f"the model covers elements {' '.join(model.elements)}; the input has atomic numbers {missing}")
+
+    def energy_forces(species, coordinates):
+        return model.energies_forces(species, coordinates)
+
+    def converged(result):
+        return [float(result.forces[i].abs().max()) < fmax for i in range(len(result))]
+
+    trajectories = optimize(
+        energy_forces, [c.species for c in dataset], [c.coordinates for c in dataset], steps=steps,
+        batch_size=batch_size, should_stop=converged, progress=True, dtype=torch.float32, device=model.device,
+    )
+    out = data.Dataset(dict(dataset.molecules), [], {"kind": "nnp_optimised", "model": model.meta})
+    for c, traj in zip(dataset, trajectories, strict=True):
+        last = traj.positions.shape[0] - 1
+        fmax_last = float(np.abs(traj.forces[last]).max())
+        status = "converged" if fmax_last < fmax else traj.status
+        out.conformers.append(
+            data.Conformer(c.molecule_id, c.conformer_id, c.species, traj.positions[last],
+                           energy=float(traj.energies[last]), status=status,
+                           props={"steps": last, "fmax": fmax_last})
+        )
+    return out
+
+
+def cmd_optimize(args) -> None:
+    import torch
+
+    from golf.formats import write_sdf, write_xyz
+    from golf.nnp import load_model, resolve_device
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, device=resolve_device(args.device))
+    dataset = read_structures(args.input, args.conformers, args.seed)
+    result = optimise_with_model(model, dataset, args.steps, args.fmax, args.batch_size)
+    if args.output.endswith(".sdf"):
+        write_sdf(args.output, result)
+    elif args.output.endswith(".xyz"):
+        write_xyz(args.output, result)
+    elif args.output.endswith((".h5", ".hdf5")):
+        data.write(args.output, result)
+    else:
+        raise CLIError(f"{args.output}: unknown output format; use .sdf, .xyz or .h5")
+    counts = result.status_counts()
+    print(f"{args.output}: {len(result)} conformations, {counts.get('converged', 0)} converged "
+          f"(max force < {args.fmax} Hartree/Angstrom)")
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="golf", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="summarise golf-workflow HDF5 datasets")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("import", help="ASE db, extxyz, SDF or XYZ -> our HDF5")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--energy-unit", choices=["hartree", "ev", "kcal/mol"], default=None)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="our HDF5 -> TorchANI layout (--ani), SDF or XYZ")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--ani", action="store_true", help="labelled conformations only, for torchani.datasets")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("optimize", help="optimise molecules with a trained NNP")
+    p.add_argument("input", help="SDF, XYZ (multi-frame), extxyz, our HDF5, or a SMILES file (.smi)")
+    p.add_argument("-o", "--output", required=True, help=".sdf, .xyz or .h5")
+    p.add_argument("--model", required=True, help="a checkpoint from results/models/")
+    p.add_argument("--steps", type=int, default=100, help="L-BFGS steps (default 100, the paper's T)")
+    p.add_argument("--fmax", type=float, default=1e-3, help="converged below this force (Hartree/Angstrom)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--conformers", type=int, default=1, help="conformers per SMILES (SMILES input only)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_optimize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+    import os
+
+    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")  # CPU users need no CUDA-extension notice
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except _expected_errors() as err:
+        print(f"golf {args.command}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Evaluation of a model against the oracle's minima (paper §6; golf-paper.md §6.1).
+
+Each test conformation is optimised with the model and the batched L-BFGS for T steps, exactly as
+in training but without the MMFF stop; the geometries at the configured steps get oracle single
+points (through the label cache). The non-neural row "mmff" optimises with RDKit MMFF instead and
+is evaluated at its final geometry only.
+
+The result is a long table, one row per (model, molecule_id, conformer_id, step), in the column
+contract of :mod:`golf.metrics`, and the evaluated frames as a dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from golf.data import Conformer, Dataset
+from golf.oracle_optimize import final_frames, start_frames
+from golf.surrogate import SurrogatePool
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "model",
+    "molecule_id",
+    "conformer_id",
+    "step",
+    "e_dft",
+    "dft_status",
+    "e_start",
+    "e_opt",
+    "e_nnp",
+    "force_err",
+]
+
+
+def test_set(reference: Dataset) -> tuple[Dataset, dict[int, Conformer]]:
+    """Start conformations (labelled, step 0) of the reference optimisations and their minima."""
+    starts = start_frames(reference)
+    finals = final_frames(reference)
+    keys = sorted(k for k in starts if k in finals and starts[k].labelled)
+    missing = sorted(set(starts) - set(keys))
+    if missing:
+        log.warning("%d test conformations have no oracle reference (failed labels): %s", len(missing), missing)
+    ds = Dataset(dict(reference.molecules), [starts[k] for k in keys], {})
+    return ds, {k: finals[k] for k in keys}
+
+
+def nnp_frames(model, starts: Dataset, timelimit: int, steps: list[int], batch_size: int = 64) -> Dataset:
+    """Model-optimised geometries of every start at ``steps`` (and step 0), with NNP energies/forces."""
+    from golf.optimize import optimize
+
+    def energy_forces(species, coordinates):
+        return model.energies_forces(species, coordinates)
+
+    trajectories = optimize(
+        energy_forces,
+        [c.species for c in starts],
+        [c.coordinates for c in starts],
+        steps=timelimit,
+        batch_size=batch_size,
+        progress=True,
+        dtype=torch.float32,
+        device=model.device,
+    )
+    out = Dataset(dict(starts.molecules), [], {})
+    for traj, (start, trajectory) in enumerate(zip(starts, trajectories, strict=True)):
+        last = trajectory.positions.shape[0] - 1
+        for step in [0, *steps]:
+            reached = step <= last
+            positions = trajectory.positions[min(step, last)]
+            ok = reached and bool(np.isfinite(positions).all())
+            out.conformers.append(
+                Conformer(
+                    start.molecule_id,
+                    start.conformer_id,
+                    start.species,
+                    positions if ok else start.coordinates,  # placeholder geometry, never labelled
+                    status="unlabelled" if ok else "skipped_nonfinite",
+                    props={
+                        "traj": start.props["traj"],
+                        "step": step,
+                        "nnp_energy": float(trajectory.energies[step]) if ok else np.nan,
+                        "nnp_forces": trajectory.forces[step] if ok else np.full(start.coordinates.shape, np.nan),
+                    },
+                )
+            )
+    return out
+
+
+def mmff_frames(starts: Dataset, timelimit: int, max_iters: int = 2000) -> Dataset:
+    """RDKit MMFF-optimised geometry of every start, as step ``timelimit`` (plus the start, step 0)."""
+    pool = SurrogatePool()
+    out = Dataset(dict(starts.molecules), [], {})
+    for start in starts:
+        positions, _ = pool[starts.smiles(start)].minimize(start.coordinates, max_iters=max_iters)
+        for step, xyz in ((0, start.coordinates), (timelimit, positions)):
+            out.conformers.append(
+                Conformer(
+                    start.molecule_id,
+                    start.conformer_id,
+                    start.species,
+                    xyz,
+                    props={"traj": start.props["traj"], "step": step},
+                )
+            )
+    return out
+
+
+def per_step_table(model_name: str, frames: Dataset, starts: Dataset, minima: dict[int, Conformer]) -> pd.DataFrame:
+    """The long table of :mod:`golf.metrics` from labelled frames."""
+    start_energy = {c.props["traj"]: c.energy for c in starts}
+    rows = []
+    for c in frames:
+        traj = c.props["traj"]
+        nnp_forces = c.props.get("nnp_forces")
+        force_err = np.nan
+        if c.labelled and nnp_forces is not None and np.isfinite(nnp_forces).all():
+            force_err = float(np.sqrt(np.mean((np.asarray(nnp_forces) - c.forces) ** 2)))
+        rows.append(
+            {
+                "model": model_name,
+                "molecule_id": c.molecule_id,
+                "conformer_id": c.conformer_id,
+                "step": int(c.props["step"]),
+                "e_dft": c.energy if c.labelled else np.nan,
+                "dft_status": c.status,
+                "e_start": start_energy[traj],
+                "e_opt": minima[traj].energy,
+                "e_nnp": c.props.get("nnp_energy", np.nan),
+                "force_err": force_err,
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def oracle_table(starts: Dataset, minima: dict[int, Conformer], final_step: int) -> pd.DataFrame:
+    """The oracle's own optimisation as a model row: pct 100 by definition."""
+    rows = []
+    for c in starts:
+        e_opt = minima[c.props["traj"]].energy
+        for step, energy in ((0, c.energy), (final_step, e_opt)):
+            rows.append(
+                {
+                    "model": "oracle",
+                    "molecule_id": c.molecule_id,
+                    "conformer_id": c.conformer_id,
+                    "step": step,
+                    "e_dft": energy,
+                    "dft_status": "ok",
+                    "e_start": c.energy,
+                    "e_opt": e_opt,
+                    "e_nnp": np.nan,
+                    "force_err": np.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)

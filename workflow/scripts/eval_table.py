@@ -1,0 +1,15 @@
+"""Rule eval_table: oracle-labelled evaluation frames -> the per-step table of golf.metrics."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+from golf import data, evaluate
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+starts, minima = evaluate.test_set(data.read(snakemake.input.reference))
+frames = data.read(snakemake.input.labels)
+table = evaluate.per_step_table(snakemake.wildcards.model, frames, starts, minima)
+table.to_csv(snakemake.output.per_step, index=False)

@@ -1,0 +1,31 @@
+"""Rule golf_optimize: a GOLF round's NNP trajectories with the MMFF stop, every frame kept."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+import torch
+
+from golf import data, nnp
+from golf.explore import run_golf_trajectories
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+golf = snakemake.params.golf
+r = int(snakemake.wildcards.round)
+model = nnp.load_model(snakemake.input.model, device=nnp.resolve_device(snakemake.params.device))
+trajectories = run_golf_trajectories(
+    model,
+    data.read(snakemake.input.d0),
+    n_candidates=golf["per_round"],
+    parallel=golf["parallel"],
+    timelimit=golf["timelimit"],
+    mmff_threshold=golf["mmff_threshold"],
+    seed=golf["seed"] * 1000 + r,  # a different, reproducible start sample every round
+    round_index=r,
+    max_displacement=golf["max_displacement"],
+)
+trajectories.attrs["config_digest"] = data.config_digest(snakemake.config)
+data.write(snakemake.output.trajectories, trajectories)

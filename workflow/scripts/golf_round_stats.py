@@ -1,0 +1,20 @@
+"""Rule golf_round_stats: one CSV row describing a GOLF round."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+from golf import data
+from golf.rounds import round_stats
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+stats = round_stats(
+    int(snakemake.wildcards.round),
+    trajectories=data.read(snakemake.input.trajectories),
+    selected=data.read(snakemake.input.selected),
+    labels=data.read(snakemake.input.labels),
+    benchmarks=snakemake.params.benchmarks,
+)
+stats.to_csv(snakemake.output.stats, index=False)

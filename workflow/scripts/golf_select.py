@@ -1,0 +1,15 @@
+"""Rule golf_select: the conformation of each trajectory that goes to the oracle, or its skip."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+from golf import data
+from golf.select import select_from_trajectories
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+selected = select_from_trajectories(data.read(snakemake.input.trajectories), snakemake.params.mmff_threshold)
+selected.attrs["round"] = int(snakemake.wildcards.round)
+data.write(snakemake.output.selected, selected)

@@ -1,0 +1,28 @@
+"""Rule golf_train: model r = model r-1 fine-tuned on D0 and the labels of rounds 1..r.
+
+U gradient steps per new conformation of this round (the paper's update-to-data ratio); each
+batch takes golf.initial_conf_pct of its conformations from D0 (golf-paper.md §1.4).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+import torch
+
+from golf import data, nnp, train
+from golf.workflow import log_to, train_settings
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+config = snakemake.config
+d0 = data.read(snakemake.input.d0)
+rounds = [data.read(path) for path in snakemake.input.labels]
+new = data.concat(rounds)
+added = sum(c.labelled for c in rounds[-1].conformers)
+steps = config["golf"]["utd_ratio"] * max(added, 1)
+model = nnp.load_model(snakemake.input.model)
+result = train.train(model, d0, new, train_settings(config, steps=steps), metrics_csv=snakemake.output.metrics)
+result.model.meta["extra_oracle_calls"] = sum(c.labelled for c in new.conformers)
+nnp.save_model(snakemake.output.model, result.model)

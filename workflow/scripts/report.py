@@ -1,0 +1,20 @@
+"""Rule report: the study's Table 2, per-step metrics and plots (results/report/)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+from golf.studyreport import build_report
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+build_report(
+    per_step_csvs=snakemake.input.per_step,
+    eval_labels=snakemake.input.labels,
+    models=snakemake.input.models,
+    reference=snakemake.input.reference,
+    evaluation=snakemake.params.evaluation,
+    settings=snakemake.params.settings,
+    outdir=Path(snakemake.output.summary).parent,
+)
