@@ -7,12 +7,12 @@ rule conformers:
         "logs/conformers.log",
     benchmark:
         "benchmarks/conformers.tsv"
+    conda:
+        "../envs/chem.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
-    conda:
-        "../envs/chem.yaml"
     params:
         settings=config["conformers"],
         elements=config["elements"],

@@ -11,13 +11,13 @@ rule eval_optimize:
         "logs/eval/{model}/optimize.log",
     benchmark:
         "benchmarks/eval/{model}/optimize.tsv"
+    conda:
+        "../envs/nnp.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
         gpu=get_eval_gpus,
-    conda:
-        "../envs/nnp.yaml"
     params:
         evaluation=config["evaluation"],
         device=config["nnp"]["device"],
@@ -35,12 +35,12 @@ rule eval_table:
         "logs/eval/{model}/table.log",
     benchmark:
         "benchmarks/eval/{model}/table.tsv"
+    conda:
+        "../envs/chem.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/chem.yaml"
     script:
         "../workflow/scripts/eval_table.py"
 
@@ -52,11 +52,17 @@ rule report:
         models=expand("results/models/{model}.pt", model=model_names()),
         reference=get_reference(),
     output:
-        summary=report("results/report/summary.md", caption="report/summary.rst", category="Summary"),
+        summary=report(
+            "results/report/summary.md",
+            caption="report/summary.rst",
+            category="Summary",
+        ),
         table="results/report/summary.csv",
         steps="results/report/steps.csv",
         plots=report(
-            expand("results/report/{plot}.{ext}", plot=REPORT_PLOTS, ext=["png", "svg"]),
+            expand(
+                "results/report/{plot}.{ext}", plot=REPORT_PLOTS, ext=["png", "svg"]
+            ),
             caption="report/plots.rst",
             category="Plots",
         ),
@@ -64,12 +70,12 @@ rule report:
         "logs/report.log",
     benchmark:
         "benchmarks/report.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 20 * attempt,
-    conda:
-        "../envs/report.yaml"
     params:
         evaluation=config["evaluation"],
         settings=report_settings(),

@@ -13,13 +13,13 @@ rule golf_optimize:
         "logs/golf/{round}/optimize.log",
     benchmark:
         "benchmarks/golf/{round}/optimize.tsv"
+    conda:
+        "../envs/nnp.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
         gpu=nnp_gpus(),
-    conda:
-        "../envs/nnp.yaml"
     params:
         golf=config["golf"],
         device=config["nnp"]["device"],
@@ -36,12 +36,12 @@ rule golf_select:
         "logs/golf/{round}/select.log",
     benchmark:
         "benchmarks/golf/{round}/select.tsv"
+    conda:
+        "../envs/chem.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/chem.yaml"
     params:
         mmff_threshold=config["golf"]["mmff_threshold"],
     script:
@@ -60,13 +60,13 @@ rule golf_train:
         "logs/golf/{round}/train.log",
     benchmark:
         "benchmarks/golf/{round}/train.tsv"
+    conda:
+        "../envs/nnp.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
         gpu=nnp_gpus(),
-    conda:
-        "../envs/nnp.yaml"
     script:
         "../workflow/scripts/golf_train.py"
 
@@ -83,12 +83,12 @@ rule golf_round_stats:
         "logs/golf/{round}/stats.log",
     benchmark:
         "benchmarks/golf/{round}/stats.tsv"
+    conda:
+        "../envs/chem.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/chem.yaml"
     params:
         benchmarks=get_round_benchmarks,
     script:

@@ -11,12 +11,12 @@ rule label_chunk:
         "logs/label/{set}/chunk-{chunk}.log",
     benchmark:
         "benchmarks/label/{set}/chunk-{chunk}.tsv"
+    conda:
+        "../envs/psi4.yaml"
     threads: config["oracle"]["threads"]
     resources:
         mem_mb=lambda wc, attempt: (config["oracle"]["memory_mb"] + 1000) * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
-    conda:
-        "../envs/psi4.yaml"
     params:
         oracle=config["oracle"],
         split=get_labelling_split,
@@ -34,12 +34,12 @@ rule gather_labels:
         "logs/label/{set}/gather.log",
     benchmark:
         "benchmarks/label/{set}/gather.tsv"
+    conda:
+        "../envs/chem.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/chem.yaml"
     params:
         max_force_norm=config["oracle"]["max_force_norm"],
     script:

@@ -8,12 +8,12 @@ rule train_baseline:
         "logs/train/baseline.log",
     benchmark:
         "benchmarks/train/baseline.tsv"
+    conda:
+        "../envs/nnp.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
         gpu=nnp_gpus(),
-    conda:
-        "../envs/nnp.yaml"
     script:
         "../workflow/scripts/train_baseline.py"

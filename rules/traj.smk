@@ -12,12 +12,12 @@ rule oracle_optimize:
         "logs/optimisation/{set}/chunk-{chunk}.log",
     benchmark:
         "benchmarks/optimisation/{set}/chunk-{chunk}.tsv"
+    conda:
+        "../envs/psi4.yaml"
     threads: config["oracle"]["threads"]
     resources:
         mem_mb=lambda wc, attempt: (config["oracle"]["memory_mb"] + 1000) * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
-    conda:
-        "../envs/psi4.yaml"
     params:
         oracle=config["oracle"],
         optimisation=config["optimisation"],
@@ -39,12 +39,12 @@ rule gather_optimisation:
         "logs/optimisation/{set}/gather.log",
     benchmark:
         "benchmarks/optimisation/{set}/gather.tsv"
+    conda:
+        "../envs/chem.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../envs/chem.yaml"
     script:
         "../workflow/scripts/gather_optimisation.py"
 
@@ -61,12 +61,12 @@ rule train_traj:
         "logs/train/traj-{k}.log",
     benchmark:
         "benchmarks/train/traj-{k}.tsv"
+    conda:
+        "../envs/nnp.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
         gpu=nnp_gpus(),
-    conda:
-        "../envs/nnp.yaml"
     script:
         "../workflow/scripts/train_traj.py"

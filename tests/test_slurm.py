@@ -14,6 +14,8 @@ resubmit it (``retries``, with the attempt-scaled memory) and the workflow must 
 Needs root (it writes /etc/slurm/slurm.conf and starts daemons) and Debian's packages, which it installs
 with apt-get when they are missing; otherwise every test is skipped with the reason. CI runs as root.
 Each DAG level costs ~14 s of the plugin's polling, so the workflows under test are two or three levels deep.
+Measured on 2 shared cores: the module takes 1.8-2.7 min (toy workflow through SLURM 47-70 s, the project's
+labelling through SLURM 48-70 s, the local runs 4 s and 11-14 s, cluster up < 1 s, apt-get install ~6 s).
 """
 
 from __future__ import annotations

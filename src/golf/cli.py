@@ -12,7 +12,6 @@ fit the data) ends with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -60,8 +59,10 @@ def inspect_text(dataset: data.Dataset, path: str) -> str:
         lines.append("  status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda x: -x[1])))
     energies = np.array([c.energy for c in dataset if c.labelled])
     if energies.size:
-        lines.append(f"  energies: {energies.min():.6f} .. {energies.max():.6f} Hartree "
-                     f"(span {np.ptp(energies) * HARTREE_TO_KCALPERMOL:.1f} kcal/mol)")
+        lines.append(
+            f"  energies: {energies.min():.6f} .. {energies.max():.6f} Hartree "
+            f"(span {np.ptp(energies) * HARTREE_TO_KCALPERMOL:.1f} kcal/mol)"
+        )
         fmax = max(np.abs(c.forces).max() for c in dataset if c.labelled)
         lines.append(f"  largest force component: {fmax:.4f} Hartree/Angstrom")
     lines.append("  units: " + ", ".join(f"{k} {v}" for k, v in data.UNITS.items()))
@@ -98,8 +99,10 @@ def cmd_import(args) -> None:
         options["energy_unit"] = args.energy_unit
     dataset = import_file(args.input, **options)
     data.write(args.output, dataset)
-    print(f"{args.output}: {len(dataset)} conformations of {len(dataset.molecules)} molecules "
-          f"({', '.join(f'{k} {v}' for k, v in dataset.status_counts().items())})")
+    print(
+        f"{args.output}: {len(dataset)} conformations of {len(dataset.molecules)} molecules "
+        f"({', '.join(f'{k} {v}' for k, v in dataset.status_counts().items())})"
+    )
 
 
 def cmd_export(args) -> None:
@@ -128,8 +131,13 @@ def read_structures(path: str, conformers: int, seed: int) -> data.Dataset:
 
         specs, skipped = read_molecule_list(path)
         dataset = generate_conformers(
-            specs, elements=list(SUPPORTED_ELEMENTS), per_molecule=conformers, test_per_molecule=conformers,
-            test_fraction=0.0, seed=seed, skipped=skipped,
+            specs,
+            elements=list(SUPPORTED_ELEMENTS),
+            per_molecule=conformers,
+            test_per_molecule=conformers,
+            test_fraction=0.0,
+            seed=seed,
+            skipped=skipped,
         )
         return dataset  # skipped molecules were logged, one line each
     from golf.formats import import_file
@@ -157,8 +165,15 @@ def optimise_with_model(model, dataset: data.Dataset, steps: int, fmax: float, b
         return [float(result.forces[i].abs().max()) < fmax for i in range(len(result))]
 
     trajectories = optimize(
-        energy_forces, [c.species for c in dataset], [c.coordinates for c in dataset], steps=steps,
-        batch_size=batch_size, should_stop=converged, progress=True, dtype=torch.float32, device=model.device,
+        energy_forces,
+        [c.species for c in dataset],
+        [c.coordinates for c in dataset],
+        steps=steps,
+        batch_size=batch_size,
+        should_stop=converged,
+        progress=True,
+        dtype=torch.float32,
+        device=model.device,
     )
     out = data.Dataset(dict(dataset.molecules), [], {"kind": "nnp_optimised", "model": model.meta})
     for c, traj in zip(dataset, trajectories, strict=True):
@@ -166,9 +181,15 @@ def optimise_with_model(model, dataset: data.Dataset, steps: int, fmax: float, b
         fmax_last = float(np.abs(traj.forces[last]).max())
         status = "converged" if fmax_last < fmax else traj.status
         out.conformers.append(
-            data.Conformer(c.molecule_id, c.conformer_id, c.species, traj.positions[last],
-                           energy=float(traj.energies[last]), status=status,
-                           props={"steps": last, "fmax": fmax_last})
+            data.Conformer(
+                c.molecule_id,
+                c.conformer_id,
+                c.species,
+                traj.positions[last],
+                energy=float(traj.energies[last]),
+                status=status,
+                props={"steps": last, "fmax": fmax_last},
+            )
         )
     return out
 
@@ -192,8 +213,10 @@ def cmd_optimize(args) -> None:
     else:
         raise CLIError(f"{args.output}: unknown output format; use .sdf, .xyz or .h5")
     counts = result.status_counts()
-    print(f"{args.output}: {len(result)} conformations, {counts.get('converged', 0)} converged "
-          f"(max force < {args.fmax} Hartree/Angstrom)")
+    print(
+        f"{args.output}: {len(result)} conformations, {counts.get('converged', 0)} converged "
+        f"(max force < {args.fmax} Hartree/Angstrom)"
+    )
 
 
 # -------------------------------------------------------------------------------------------- main

@@ -27,9 +27,10 @@ import json
 import os
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -258,7 +259,7 @@ def read(path: str | os.PathLike) -> Dataset:
             reserved = {"golf_format", "units", "statuses", "properties", "molecules"}
             attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in reserved}
             rows: list[tuple[int, Conformer]] = []
-            for name, g in f.items():
+            for g in f.values():
                 arrays = {key: g[key][()] for key in g.keys()}
                 for i in range(len(arrays["row"])):
                     forces = arrays["forces"][i]

@@ -67,7 +67,7 @@ def nnp_frames(model, starts: Dataset, timelimit: int, steps: list[int], batch_s
         device=model.device,
     )
     out = Dataset(dict(starts.molecules), [], {})
-    for traj, (start, trajectory) in enumerate(zip(starts, trajectories, strict=True)):
+    for start, trajectory in zip(starts, trajectories, strict=True):
         last = trajectory.positions.shape[0] - 1
         for step in [0, *steps]:
             reached = step <= last

@@ -35,7 +35,7 @@ def label_pending(oracle, dataset: Dataset) -> Dataset:
     pending = [i for i, c in enumerate(dataset.conformers) if c.status == "unlabelled"]
     labelled = iter(oracle.label(dataset.subset(pending)).conformers)
     out = Dataset(dict(dataset.molecules), [], dict(dataset.attrs))
-    for i, c in enumerate(dataset.conformers):
+    for c in dataset.conformers:
         out.conformers.append(next(labelled) if c.status == "unlabelled" else c)
     log.info("labelled %d of %d rows: %s", len(pending), len(dataset), out.status_counts())
     return out

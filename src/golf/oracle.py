@@ -599,7 +599,8 @@ class Oracle:
                     rows = futures[future]
                     result = future.result()
                     for i in rows:
-                        results[i] = dataclasses.replace(result)
+                        forces = None if result.forces is None else result.forces.copy()  # rows own their arrays
+                        results[i] = dataclasses.replace(result, forces=forces)
                     counts[result.status] = counts.get(result.status, 0) + 1
                     bar.update(len(rows))
                     if progress:

@@ -17,7 +17,7 @@ if snakemake.params.split:
     conformations = conformations.split(snakemake.params.split)
 rows = list(range(chunk, len(conformations), n_chunks))
 part = conformations.subset(rows)
-for row, conformer in zip(rows, part.conformers):
+for row, conformer in zip(rows, part.conformers, strict=True):
     conformer.props["source_row"] = row  # the gather restores the input order with it
 
 with Oracle(oracle_settings(snakemake.params.oracle)) as oracle:

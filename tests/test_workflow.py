@@ -1,0 +1,148 @@
+"""The tiny study end to end, through the real Snakemake scheduler, Psi4, RDKit and TorchANI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, TINY_CONFIG, needs_psi4, snakemake
+
+from golf import data
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_target_exists(tiny_study):
+    for path in [
+        "results/conformers.h5",
+        "results/labels/d0.h5",
+        "results/models/baseline.pt",
+        "results/models/baseline.metrics.csv",
+        "results/rounds/1/trajectories.h5",
+        "results/rounds/1/selected.h5",
+        "results/labels/round-1.h5",
+        "results/models/golf-1.pt",
+        "results/rounds/1/stats.csv",
+        "results/optimisation/reference.h5",
+        "results/optimisation/traj.h5",
+        "results/report/summary.md",
+    ]:
+        assert (tiny_study / path).stat().st_size > 0, path
+    assert list((tiny_study / "results/models").glob("traj-*.pt")), "no trajectory baseline model"
+    for plot in ["pct_vs_step", "eres_vs_step", "success_vs_oracle_calls", "nnp_error_vs_step", "pct_distribution"]:
+        for ext in ("png", "svg"):
+            assert (tiny_study / f"results/report/{plot}.{ext}").stat().st_size > 0
+
+
+def test_d0_has_a_row_with_status_for_every_train_conformer(tiny_study):
+    conformers = data.read(tiny_study / "results/conformers.h5")
+    d0 = data.read(tiny_study / "results/labels/d0.h5")
+    train = conformers.split("train")
+    assert len(d0) == len(train) > 0
+    for before, after in zip(train, d0, strict=True):
+        np.testing.assert_array_equal(before.coordinates, after.coordinates)  # same rows, same order
+        assert after.status in data.STATUSES
+    labelled = d0.labelled()
+    assert len(labelled) >= 1
+    assert all(np.isfinite(c.energy) and c.forces.shape == c.coordinates.shape for c in labelled)
+    assert d0.attrs["level_of_theory"] == "hf/sto-3g"
+
+
+def test_round_selection_accounts_for_every_trajectory(tiny_study):
+    trajectories = data.read(tiny_study / "results/rounds/1/trajectories.h5")
+    selected = data.read(tiny_study / "results/rounds/1/selected.h5")
+    labels = data.read(tiny_study / "results/labels/round-1.h5")
+    assert len(selected) == len({c.props["traj"] for c in trajectories})
+    assert len(labels) == len(selected)
+    # Selected rows are labelled now; skipped rows kept their reason.
+    for s, label in zip(selected, labels, strict=True):
+        if s.status == "unlabelled":
+            assert label.status != "unlabelled"
+        else:
+            assert label.status == s.status and s.status.startswith("skipped")
+    stats = pd.read_csv(tiny_study / "results/rounds/1/stats.csv")
+    assert stats.loc[0, "trajectories"] == len(selected)
+    assert stats.loc[0, "selected"] == sum(c.status == "unlabelled" for c in selected)
+
+
+def test_golf_model_was_trained_on_d0_and_round_labels(tiny_study):
+    baseline = torch.load(tiny_study / "results/models/baseline.pt", weights_only=True)
+    golf = torch.load(tiny_study / "results/models/golf-1.pt", weights_only=True)
+    changed = [k for k in baseline["state_dict"] if not torch.equal(baseline["state_dict"][k], golf["state_dict"][k])]
+    assert changed, "golf-1 has the baseline's weights"
+    labels = data.read(tiny_study / "results/labels/round-1.h5")
+    assert golf["meta"]["extra_oracle_calls"] == sum(c.labelled for c in labels)
+    assert golf["meta"]["data_digest"] != baseline["meta"]["data_digest"]
+
+
+def test_report_has_every_model(tiny_study):
+    summary = pd.read_csv(tiny_study / "results/report/summary.csv")
+    models = set(summary["model"])
+    assert {"oracle", "mmff", "baseline", "golf-1"} <= models
+    assert any(m.startswith("traj-") for m in models)
+    oracle = summary.set_index("model").loc["oracle"]
+    assert oracle["pct_mean"] == pytest.approx(100.0)
+    text = (tiny_study / "results/report/summary.md").read_text()
+    assert "golf-1" in text and "f_GOLF-10k" in text
+
+
+def test_second_run_has_nothing_to_do(tiny_study):
+    result = snakemake(tiny_study, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_rerun_of_a_round_makes_no_oracle_call(tiny_study):
+    """Labels of a round recomputed from scratch (as after a kill) come from the cache."""
+    (tiny_study / "results/labels/round-1.h5").unlink()
+    snakemake(tiny_study, "results/labels/round-1.h5")
+    labels = data.read(tiny_study / "results/labels/round-1.h5")
+    assert labels.attrs["oracle_calls"] == 0
+    assert labels.attrs["cache_hits"] == sum(c.labelled for c in labels)
+
+
+def test_html_report(tiny_study):
+    snakemake(tiny_study, "--report", str(tiny_study / "report.html"))
+    html = (tiny_study / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "summary.md" in html
+
+
+def test_golf_inspect_reads_every_intermediate_file(tiny_study):
+    files = sorted((tiny_study / "results").rglob("*.h5"))
+    files = [f for f in files if "cache" not in f.parts]
+    result = subprocess.run(
+        [sys.executable, "-m", "golf.cli", "inspect", *map(str, files)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("conformations:") == len(files)
+
+
+def test_invalid_config_fails_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_CONFIG.read_text() + "\ngolf_rounds: 3\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(bad),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "unknown config key 'golf_rounds'" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    needs_psi4()
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=REPO)
+    assert "Congratulations" in result.stdout + result.stderr, result.stdout[-3000:]
