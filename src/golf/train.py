@@ -79,6 +79,9 @@ class TrainSettings:
         seed: seeds the validation split, the batch sampling and nothing else (the model's
             initial weights come from ``build_model(seed=...)``).
         device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+        schedule_start, schedule_total: this call runs steps [schedule_start, schedule_start +
+            steps) of one cosine schedule over schedule_total steps (None: over ``steps``), so that
+            jobs that fine-tune in turn (GOLF rounds) share the paper's single schedule.
     """
 
     steps: int = 1000
@@ -92,6 +95,8 @@ class TrainSettings:
     eval_every: int = 100
     seed: int = 0
     device: str = "auto"
+    schedule_start: int = 0
+    schedule_total: int | None = None
 
     def __post_init__(self):
         checks = [
@@ -325,9 +330,17 @@ def train(
     # === optimiser: fresh Adam + cosine to lr * lr_min_factor (golf-paper.md §1.5) ===
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=settings.steps, eta_min=settings.lr * settings.lr_min_factor
-    )
+    # One cosine over ``schedule_total`` steps, of which this call runs steps
+    # [schedule_start, schedule_start + steps): GOLF rounds are separate jobs that share one
+    # schedule over the whole budget K x U, as the paper's single training run does.
+    total = settings.schedule_total or settings.steps
+    floor = settings.lr_min_factor
+
+    def cosine(step: int) -> float:
+        progress = min(settings.schedule_start + step, total) / total
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     rng = np.random.default_rng([settings.seed, 0xBA7C4])
 
     writer = None

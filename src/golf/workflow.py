@@ -64,7 +64,7 @@ def new_model(config: dict, d0):
     )
 
 
-def train_settings(config: dict, steps: int, initial_conf_pct: float | None = None):
+def train_settings(config: dict, steps: int, schedule_start: int = 0, schedule_total: int | None = None):
     """TrainSettings from the config's ``train`` mapping, for a given number of gradient steps."""
     from golf.train import TrainSettings
 
@@ -77,8 +77,10 @@ def train_settings(config: dict, steps: int, initial_conf_pct: float | None = No
         rho=t["rho"],
         grad_clip=t["grad_clip"],
         val_fraction=t["val_fraction"],
-        initial_conf_pct=config["golf"]["initial_conf_pct"] if initial_conf_pct is None else initial_conf_pct,
+        initial_conf_pct=config["golf"]["initial_conf_pct"],
         eval_every=max(1, steps // 20),
         seed=t["seed"],
         device=config["nnp"]["device"],
+        schedule_start=schedule_start,
+        schedule_total=schedule_total,
     )

@@ -1,7 +1,8 @@
 """Rule golf_train: model r = model r-1 fine-tuned on D0 and the labels of rounds 1..r.
 
 U gradient steps per new conformation of this round (the paper's update-to-data ratio); each
-batch takes golf.initial_conf_pct of its conformations from D0 (golf-paper.md §1.4).
+batch takes golf.initial_conf_pct of its conformations from D0 (golf-paper.md §1.4). The rounds
+share one cosine schedule over the whole budget, U x rounds x per_round steps.
 """
 
 import sys
@@ -12,6 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 import torch
 
 from golf import data, nnp, train
+from golf.config import golf_budget
 from golf.workflow import log_to, train_settings
 
 log_to(snakemake.log[0])
@@ -21,8 +23,14 @@ d0 = data.read(snakemake.input.d0)
 rounds = [data.read(path) for path in snakemake.input.labels]
 new = data.concat(rounds)
 added = sum(c.labelled for c in rounds[-1].conformers)
-steps = config["golf"]["utd_ratio"] * max(added, 1)
+u = config["golf"]["utd_ratio"]
+settings = train_settings(
+    config,
+    steps=u * max(added, 1),
+    schedule_start=u * config["golf"]["per_round"] * (len(rounds) - 1),
+    schedule_total=u * golf_budget(config),
+)
 model = nnp.load_model(snakemake.input.model)
-result = train.train(model, d0, new, train_settings(config, steps=steps), metrics_csv=snakemake.output.metrics)
+result = train.train(model, d0, new, settings, metrics_csv=snakemake.output.metrics)
 result.model.meta["extra_oracle_calls"] = sum(c.labelled for c in new.conformers)
 nnp.save_model(snakemake.output.model, result.model)
