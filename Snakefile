@@ -23,6 +23,7 @@ wildcard_constraints:
 
 include: "rules/common.smk"
 include: "rules/conformers.smk"
+include: "rules/import.smk"
 include: "rules/label.smk"
 include: "rules/nnp.smk"
 include: "rules/golf.smk"

@@ -92,7 +92,18 @@ def get_eval_gpus(wildcards):
 
 
 def get_reference():
+    if BYO_TEST and config["data"]["test_minima"]:
+        return "results/imported/reference.h5"
     return "results/optimisation/reference.h5"
+
+
+def get_import_source(wildcards):
+    return config["data"][wildcards.name]
+
+
+def get_traj_trajectories():
+    """The trajectory baseline's data, which the report counts as extra oracle calls."""
+    return ["results/optimisation/traj.h5"] if ROUNDS else []
 
 
 def get_round_benchmarks(wildcards):

@@ -49,7 +49,8 @@ rule report:
     input:
         per_step=expand("results/eval/{model}/per_step.csv", model=evaluated_names()),
         labels=expand("results/labels/eval-{model}.h5", model=evaluated_names()),
-        models=expand("results/models/{model}.pt", model=model_names()),
+        round_labels=expand("results/labels/round-{round}.h5", round=ROUNDS),
+        traj=get_traj_trajectories(),
         reference=get_reference(),
     output:
         summary=report(

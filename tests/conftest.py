@@ -15,14 +15,17 @@ TINY_CONFIG = REPO / "tests" / "data" / "tiny.yaml"
 TINY_MOLECULES = REPO / "tests" / "data" / "tiny.smi"
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """Run the project's workflow with the tiny config in ``workdir`` (real scheduler, local cores)."""
+def snakemake(
+    workdir: Path, *args: str, config: tuple[str, ...] = (), check: bool = True, timeout: int = 1500
+) -> subprocess.CompletedProcess:
+    """Run the project's workflow with the tiny config in ``workdir`` (real scheduler, local cores).
+    ``config``: extra ``key=value`` overrides."""
     cmd = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir),
         "--configfile", str(TINY_CONFIG),
-        "--config", f"molecules={TINY_MOLECULES}",
+        "--config", f"molecules={TINY_MOLECULES}", *config,
         "--cores", "2",
         *args,
     ]  # fmt: skip

@@ -146,3 +146,74 @@ def test_lint_is_clean():
     needs_psi4()
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=REPO)
     assert "Congratulations" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def test_workflow_runs_on_an_imported_ase_database(tiny_study, tmp_path):
+    """The authors' D0 format (ASE SQLite: smiles, data.energy, data.forces, atomrefs) as D0."""
+    from ase import Atoms
+    from ase.db import connect
+
+    d0 = data.read(tiny_study / "results/labels/d0.h5").labelled()
+    db_path = tmp_path / "D-0.db"
+    with connect(db_path) as db:
+        for c in d0:
+            db.write(
+                Atoms(numbers=c.species, positions=c.coordinates),
+                smiles=d0.smiles(c),
+                data={"energy": [c.energy], "forces": c.forces},
+            )
+        db.metadata = {"atomrefs": {"energy": [0.0] * 18}}
+    snakemake(tmp_path, "results/rounds/1/selected.h5", config=(f"data={{'d0': '{db_path}'}}",))
+    imported = data.read(tmp_path / "results/imported/d0.h5")
+    assert len(imported) == len(d0)
+    np.testing.assert_allclose(sorted(c.energy for c in imported), sorted(c.energy for c in d0), rtol=0, atol=1e-9)
+    assert not (tmp_path / "results/labels/d0.h5").exists()  # no D0 labelling: the data came labelled
+    assert (tmp_path / "results/rounds/1/selected.h5").exists()
+
+
+def _cache_entries(workdir) -> int:
+    return len(list((workdir / "results/cache/oracle").rglob("*.json")))
+
+
+ORACLE_FAILURES = {"scf_not_converged", "oracle_error", "timeout", "worker_crashed"}
+
+
+def _successful_oracle_calls_in(workdir) -> int:
+    """Psi4 calls that returned a label, recorded by the label and optimisation files of a run
+    (failures are not cached, so they are taken out)."""
+    files = list((workdir / "results/labels").glob("*.h5")) + list((workdir / "results/optimisation").glob("*.h5"))
+    datasets = [data.read(f) for f in files]
+    calls = sum(int(d.attrs.get("oracle_calls", 0)) for d in datasets)
+    return calls - sum(c.status in ORACLE_FAILURES for d in datasets for c in d)
+
+
+def test_killed_run_resumes_without_repeating_a_dft_call(tmp_path):
+    """Kill the workflow while it labels, run it again: it finishes, and every DFT call of the
+    second run is a label the cache did not have (no repeat), and rounds keep their own files."""
+    import os
+    import signal
+    import time
+
+    needs_psi4()
+    target = "results/models/golf-1.pt"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path),
+           "--configfile", str(TINY_CONFIG), "--config", f"molecules={TINY_CONFIG.parent / 'tiny.smi'}",
+           "--cores", "2", target]  # fmt: skip
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while _cache_entries(tmp_path) < 2 and time.time() < deadline and run.poll() is None:
+            time.sleep(0.5)  # kill once the first labels are in the cache, mid-labelling
+        assert run.poll() is None, "the workflow finished before it could be killed"
+        os.killpg(run.pid, signal.SIGKILL)
+    finally:
+        run.wait()
+    cached_before = _cache_entries(tmp_path)
+    assert not (tmp_path / "results/labels/d0.h5").exists()
+
+    snakemake(tmp_path, "--rerun-incomplete", target)
+    calls = _successful_oracle_calls_in(tmp_path)
+    assert calls == _cache_entries(tmp_path) - cached_before, "a DFT call was repeated"
+    assert calls > 0
+    selected = data.read(tmp_path / "results/rounds/1/selected.h5")
+    assert {c.props["round"] for c in selected} == {1}

@@ -63,8 +63,10 @@ def inspect_text(dataset: data.Dataset, path: str) -> str:
             f"  energies: {energies.min():.6f} .. {energies.max():.6f} Hartree "
             f"(span {np.ptp(energies) * HARTREE_TO_KCALPERMOL:.1f} kcal/mol)"
         )
-        fmax = max(np.abs(c.forces).max() for c in dataset if c.labelled)
-        lines.append(f"  largest force component: {fmax:.4f} Hartree/Angstrom")
+        # a labelled row may lack forces (e.g. a reference minimum known by its energy only)
+        with_forces = [np.abs(c.forces).max() for c in dataset if c.labelled and c.forces is not None]
+        if with_forces:
+            lines.append(f"  largest force component: {max(with_forces):.4f} Hartree/Angstrom")
     lines.append("  units: " + ", ".join(f"{k} {v}" for k, v in data.UNITS.items()))
     for key in ("level_of_theory", "psi4_version", "config_digest", "oracle_calls", "cache_hits", "round"):
         if key in attrs:
@@ -94,7 +96,9 @@ def cmd_inspect(args) -> None:
 def cmd_import(args) -> None:
     from golf.formats import import_file
 
-    options = {"split": args.split}
+    options = {}
+    if args.split:  # only when given: a golf-workflow .h5 takes no reader options
+        options["split"] = args.split
     if args.energy_unit:
         options["energy_unit"] = args.energy_unit
     dataset = import_file(args.input, **options)
@@ -233,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="ASE db, extxyz, SDF or XYZ -> our HDF5")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--split", choices=["train", "test"], default=None, help="split of the molecules (default train)")
     p.add_argument("--energy-unit", choices=["hartree", "ev", "kcal/mol"], default=None)
     p.set_defaults(func=cmd_import)
 

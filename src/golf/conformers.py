@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import numpy as np
 from golf.data import Conformer, Dataset, Molecule
 
 log = logging.getLogger(__name__)
+
+_COMMENT = re.compile(r"(?:^|\s)#")
 
 
 class MoleculeListError(Exception):
@@ -44,7 +47,8 @@ def read_molecule_list(path: str | Path) -> tuple[list[MoleculeSpec], list[dict]
         raise MoleculeListError(f"{path}: no such molecule list")
     specs, skipped, seen = [], [], {}
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+        # A comment starts a line or follows whitespace: '#' inside a SMILES is a triple bond (CC#N).
+        line = _COMMENT.split(raw, maxsplit=1)[0].strip()
         if not line:
             continue
         smiles, *rest = line.split()
@@ -60,6 +64,8 @@ def read_molecule_list(path: str | Path) -> tuple[list[MoleculeSpec], list[dict]
             continue
         seen[canonical] = name
         specs.append(MoleculeSpec(canonical, name, number))
+    if not specs and not skipped:
+        raise MoleculeListError(f"{path}: no molecules in the list (only comments or blank lines)")
     return specs, skipped
 
 
@@ -68,6 +74,17 @@ def _rmsd(mol, conf_a: int, conf_b: int) -> float:
     from rdkit.Chem import rdMolAlign
 
     return rdMolAlign.GetBestRMS(mol, mol, prbId=conf_a, refId=conf_b)
+
+
+def _rdkit_seed(seed: int) -> int:
+    """A seed RDKit's ETKDG accepts and that gives distinct, reproducible conformers.
+
+    RDKit seeds conformer i from the seed, so 0 makes every conformer the same geometry; -1 means
+    "random" (not reproducible) and anything below -1 is an error. Positive seeds pass unchanged.
+    """
+    if seed > 0:
+        return seed
+    return 2**30 + (-seed) % 2**30  # 0 -> 2**30, -1 -> 2**30 + 1, ... (2**31 - 1 acts like 0)
 
 
 def embed(smiles: str, n_keep: int, attempts: int, seed: int, mmff_relax: bool, rmsd_threshold: float):
@@ -81,8 +98,8 @@ def embed(smiles: str, n_keep: int, attempts: int, seed: int, mmff_relax: bool, 
 
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
     params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    params.pruneRmsThresh = -1.0  # we de-duplicate ourselves, on heavy atoms, after any relaxation
+    params.randomSeed = _rdkit_seed(seed)
+    params.pruneRmsThresh = -1.0  # we de-duplicate ourselves (all atoms), after any relaxation
     ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=attempts, params=params))
     if not ids:
         raise ValueError("RDKit could not embed the molecule (ETKDG failed)")
@@ -134,7 +151,7 @@ def generate_conformers(
     random.Random(seed).shuffle(order)
     n_test = round(test_fraction * len(usable)) if len(usable) > 1 else 0
     if test_fraction > 0 and len(usable) > 1:
-        n_test = max(1, n_test)
+        n_test = min(max(1, n_test), len(usable) - 1)  # both splits keep at least one molecule
     test_ids = set(order[:n_test])
 
     dataset = Dataset()

@@ -72,6 +72,8 @@ UNITS = {
 }
 
 _CORE_KEYS = ("species", "coordinates", "energies", "forces", "row", "molecule_id", "conformer_id", "status")
+# File attributes that hold the layout itself; a dataset's own attrs must not overwrite them.
+_RESERVED_ATTRS = ("golf_format", "units", "statuses", "properties", "molecules")
 _ELEMENTS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 15: "P", 16: "S", 17: "Cl", 35: "Br", 53: "I"}
 
 
@@ -197,6 +199,9 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kinds = _prop_kinds(dataset.conformers)
+    clash = sorted(set(dataset.attrs) & set(_RESERVED_ATTRS))
+    if clash:
+        raise DataError(f"attribute name(s) {', '.join(map(repr, clash))} are reserved for the file layout")
     groups: dict[str, list[tuple[int, Conformer]]] = defaultdict(list)
     for row, c in enumerate(dataset.conformers):
         groups[formula(c.species)].append((row, c))
@@ -223,8 +228,15 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
                     full_shape = tuple(n_atoms if s == "atoms" else s for s in shape)
                     fill = np.nan if kind == "float" else -1
                     dtype = np.float64 if kind == "float" else np.int64
-                    values = [np.asarray(c.props.get(key, np.full(full_shape, fill)), dtype=dtype) for _, c in members]
-                    g[key] = np.stack([v.reshape(full_shape) for v in values])
+                    values = []
+                    for row, c in members:
+                        value = np.asarray(c.props.get(key, np.full(full_shape, fill)), dtype=dtype)
+                        if value.size != int(np.prod(full_shape)):
+                            raise DataError(
+                                f"property {key!r} of row {row} has shape {value.shape}, expected {full_shape}"
+                            )
+                        values.append(value.reshape(full_shape))
+                    g[key] = np.stack(values)
             f.attrs["golf_format"] = 1
             f.attrs["units"] = json.dumps(UNITS)
             f.attrs["statuses"] = json.dumps(list(STATUSES))
@@ -256,8 +268,7 @@ def read(path: str | os.PathLike) -> Dataset:
             statuses = json.loads(f.attrs["statuses"])
             kinds = json.loads(f.attrs["properties"])
             molecules = {m["molecule_id"]: Molecule(**m) for m in json.loads(f.attrs["molecules"])}
-            reserved = {"golf_format", "units", "statuses", "properties", "molecules"}
-            attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in reserved}
+            attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in _RESERVED_ATTRS}
             rows: list[tuple[int, Conformer]] = []
             for g in f.values():
                 arrays = {key: g[key][()] for key in g.keys()}

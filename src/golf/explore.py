@@ -102,7 +102,8 @@ def run_golf_trajectories(
 
         bar = tqdm(total=n_candidates, desc=f"round {round_index} candidates", unit="conf")
 
-    while accepted < n_candidates and next_traj < max_trajectories:
+    # max_trajectories stops new starts only: trajectories already running still run to their end.
+    while accepted < n_candidates and (next_traj < max_trajectories or running):
         while opt.n_free and next_traj < max_trajectories:
             row = next(order)
             start = starts.conformers[row]

@@ -33,8 +33,11 @@ def gather(chunks: list[Dataset], max_force_norm: float) -> Dataset:
 def label_pending(oracle, dataset: Dataset) -> Dataset:
     """Oracle labels for the "unlabelled" rows; rows already skipped pass through unchanged."""
     pending = [i for i, c in enumerate(dataset.conformers) if c.status == "unlabelled"]
-    labelled = iter(oracle.label(dataset.subset(pending)).conformers)
+    result = oracle.label(dataset.subset(pending))
+    labelled = iter(result.conformers)
     out = Dataset(dict(dataset.molecules), [], dict(dataset.attrs))
+    if "oracle" in result.attrs:  # provenance: program, version, method, basis
+        out.attrs["oracle"] = result.attrs["oracle"]
     for c in dataset.conformers:
         out.conformers.append(next(labelled) if c.status == "unlabelled" else c)
     log.info("labelled %d of %d rows: %s", len(pending), len(dataset), out.status_counts())

@@ -187,3 +187,38 @@ def start_frames(trajectories: Dataset) -> dict[int, Conformer]:
 
 def shuffled(n: int, seed: int) -> list[int]:
     return list(np.random.default_rng(seed).permutation(n))
+
+
+def reference_from_known_minima(test: Dataset) -> Dataset:
+    """Reference "trajectories" from a test set that carries its minima energies (property
+    ``e_opt``, Hartree; the authors' D-test ``optimal_energy``): frame 0 is the labelled test
+    conformation, frame 1 has the minimum's energy and unknown (NaN) coordinates."""
+    out = Dataset(dict(test.molecules), [], dict(test.attrs) | {"kind": "reference_from_file"})
+    for row, c in enumerate(test.conformers):
+        e_opt = c.props.get("e_opt", float("nan"))
+        if not (c.labelled and np.isfinite(e_opt)):
+            raise ValueError(f"test conformation {row} lacks a label or e_opt; set data.test_minima: false")
+        out.conformers.append(
+            Conformer(
+                c.molecule_id,
+                c.conformer_id,
+                c.species,
+                c.coordinates,
+                energy=c.energy,
+                forces=c.forces,
+                status="ok",
+                props={"traj": row, "step": 0, "end": END_CONVERGED},
+            )
+        )
+        out.conformers.append(
+            Conformer(
+                c.molecule_id,
+                c.conformer_id,
+                c.species,
+                np.full(c.coordinates.shape, np.nan),
+                energy=float(e_opt),
+                status="ok",
+                props={"traj": row, "step": 1, "end": END_CONVERGED},
+            )
+        )
+    return out

@@ -527,7 +527,7 @@ def _summary_lines(summary: pd.DataFrame, settings: Mapping[str, Any]) -> list[s
         "Definitions (reference/golf-paper.md §6.2): pct = 100·(E_0 − E_T)/(E_0 − E_opt); diverged = "
         "E_T > E_0, pct_div over the conformations with a DFT label; mean pct, std, mean E_res and "
         f"pct_success (E_res < {SUCCESS_THRESHOLD_KCAL:g} kcal/mol) over the labelled, non-diverged ones. "
-        f"COV/MAT: heavy-atom RDKit GetBestRMS within a molecule, δ = {COV_DELTA:g} Å. "
+        f"COV/MAT: RDKit GetBestRMS over all atoms (symmetry-aware) within a molecule, δ = {COV_DELTA:g} Å. "
         "n (failed): conformations evaluated (DFT labels that failed at the final step, excluded from "
         "the energy metrics). Oracle: the DFT optimisation itself, pct = 100 by definition.",
         "",

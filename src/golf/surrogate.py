@@ -21,7 +21,10 @@ class MMFF:
         from rdkit import Chem
         from rdkit.Chem import AllChem
 
-        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        parsed = Chem.MolFromSmiles(smiles)
+        if parsed is None:
+            raise SurrogateError(f"invalid SMILES {smiles!r}")
+        mol = Chem.AddHs(parsed)
         self.n_atoms = mol.GetNumAtoms()
         props = AllChem.MMFFGetMoleculeProperties(mol)
         if props is None:
@@ -30,6 +33,7 @@ class MMFF:
         conf = Chem.Conformer(self.n_atoms)
         mol.AddConformer(conf, assignId=True)
         self._mol = mol
+        self._props = props
         self._ff = AllChem.MMFFGetMoleculeForceField(mol, props, ignoreInterfragInteractions=False)
 
     def energy(self, coordinates: np.ndarray) -> float:
@@ -45,10 +49,15 @@ class MMFF:
         """MMFF-optimised positions and their MMFF energy, starting from ``coordinates``."""
         from rdkit.Chem import AllChem
 
+        coordinates = np.asarray(coordinates, dtype=np.float64)
+        if coordinates.shape != (self.n_atoms, 3):
+            raise ValueError(f"expected ({self.n_atoms}, 3) coordinates, got {coordinates.shape}")
         conf = self._mol.GetConformer()
-        for i, xyz in enumerate(np.asarray(coordinates, dtype=np.float64)):
+        for i, xyz in enumerate(coordinates):
             conf.SetAtomPosition(i, xyz.tolist())
-        ff = AllChem.MMFFGetMoleculeForceField(self._mol, AllChem.MMFFGetMoleculeProperties(self._mol))
+        # The same force field as energy(): with RDKit's default (interfragment terms ignored) the
+        # fragments of a multi-fragment SMILES would be minimised on another energy surface.
+        ff = AllChem.MMFFGetMoleculeForceField(self._mol, self._props, ignoreInterfragInteractions=False)
         ff.Minimize(maxIts=max_iters)
         positions = np.array(ff.Positions()).reshape(-1, 3)
         return positions, float(ff.CalcEnergy())

@@ -38,6 +38,7 @@ def oracle_settings(oracle_config: dict, workers: int = 1):
         memory_mb=oracle_config["memory_mb"],
         timeout_s=oracle_config["timeout_s"],
         psi4_python=oracle_config["psi4_python"],
+        options=dict(oracle_config["options"]),
         workers=workers,
         cache_dir=ORACLE_CACHE,
     )

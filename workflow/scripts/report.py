@@ -12,7 +12,8 @@ log_to(snakemake.log[0])
 build_report(
     per_step_csvs=snakemake.input.per_step,
     eval_labels=snakemake.input.labels,
-    models=snakemake.input.models,
+    round_labels=snakemake.input.round_labels,
+    traj=snakemake.input.traj,
     reference=snakemake.input.reference,
     evaluation=snakemake.params.evaluation,
     settings=snakemake.params.settings,

@@ -1,0 +1,44 @@
+# Bring your own data: a labelled D0 and a test set in any format `golf import` reads, instead of
+# generated conformers (and, for D0, instead of the D0 labels).
+
+
+rule import_data:
+    input:
+        source=get_import_source,
+    output:
+        dataset="results/imported/{name}.h5",
+    log:
+        "logs/import/{name}.log",
+    benchmark:
+        "benchmarks/import/{name}.tsv"
+    wildcard_constraints:
+        name="d0|test",
+    conda:
+        "../envs/chem.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        elements=config["elements"],
+    script:
+        "../workflow/scripts/import_data.py"
+
+
+rule import_reference:
+    input:
+        test="results/imported/test.h5",
+    output:
+        reference="results/imported/reference.h5",
+    log:
+        "logs/import/reference.log",
+    benchmark:
+        "benchmarks/import/reference.tsv"
+    conda:
+        "../envs/chem.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    script:
+        "../workflow/scripts/import_reference.py"

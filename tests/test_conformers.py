@@ -1,0 +1,165 @@
+"""golf.conformers: molecule lists, skips with reasons, reproducible ETKDG, atom order, RMSD de-dup, split."""
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import rdMolAlign
+
+from golf.conformers import MoleculeListError, MoleculeSpec, embed, generate_conformers, read_molecule_list
+
+HCNO = ["H", "C", "N", "O"]
+
+
+def _write(tmp_path, text, name="mols.smi"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _spec(smiles, name=None):
+    return MoleculeSpec(Chem.MolToSmiles(Chem.MolFromSmiles(smiles)), name or smiles, 1)
+
+
+def test_read_list_canonicalises_and_skips_bad_lines(tmp_path):
+    path = _write(
+        tmp_path,
+        "# header comment\n"
+        "CCO ethanol\n"
+        "\n"
+        "C1CC(  bad_ring   # a broken SMILES\n"
+        "OCC ethanol_again\n"
+        "CC#N acetonitrile  # '#' inside a SMILES is a triple bond, not a comment\n"
+        "c1ccccc1\n",
+    )
+    specs, skipped = read_molecule_list(path)
+    assert [(s.smiles, s.name, s.line) for s in specs] == [
+        ("CCO", "ethanol", 2),
+        ("CC#N", "acetonitrile", 6),
+        ("c1ccccc1", "mol7", 7),
+    ]
+    assert [s["name"] for s in skipped] == ["bad_ring", "ethanol_again"]
+    assert "line 4: invalid SMILES" in skipped[0]["reason"]
+    assert skipped[1]["reason"] == "line 5: duplicate of ethanol"
+
+
+def test_missing_and_comment_only_lists(tmp_path):
+    with pytest.raises(MoleculeListError, match="no such molecule list"):
+        read_molecule_list(tmp_path / "nothing.smi")
+    path = _write(tmp_path, "# only comments\n\n   # and blanks\n")
+    with pytest.raises(MoleculeListError, match="no molecules"):
+        read_molecule_list(path)
+
+
+def test_no_usable_molecule_is_an_error_with_reasons(tmp_path):
+    specs, skipped = read_molecule_list(_write(tmp_path, "xyz bad\nBrCCBr dibromoethane\n"))
+    with pytest.raises(MoleculeListError) as info:
+        generate_conformers(
+            specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.0, skipped=skipped
+        )
+    message = str(info.value)
+    assert "bad: line 1: invalid SMILES" in message and "dibromoethane" in message and "Br" in message
+
+
+def test_unsupported_element_and_unembeddable_molecule_are_skipped_with_reasons():
+    specs = [_spec("CCO", "ethanol"), _spec("C[Si](C)(C)C", "tms"), _spec("C1#CC1", "cyclopropyne")]
+    ds = generate_conformers(specs, elements=HCNO, per_molecule=2, test_per_molecule=1, test_fraction=0.0, seed=1)
+    assert [m.name for m in ds.molecules.values()] == ["ethanol"]
+    reasons = {s["name"]: s["reason"] for s in ds.attrs["skipped"]}
+    assert set(reasons) == {"tms", "cyclopropyne"}
+    assert "Si" in reasons["tms"] and "not supported" in reasons["tms"]
+    assert "could not embed" in reasons["cyclopropyne"]
+
+
+def test_embed_is_reproducible_and_in_addhs_atom_order():
+    z1, xyz1, charge, mult = embed("OCC(N)=O", n_keep=3, attempts=10, seed=7, mmff_relax=False, rmsd_threshold=0.1)
+    z2, xyz2, _, _ = embed("OCC(N)=O", n_keep=3, attempts=10, seed=7, mmff_relax=False, rmsd_threshold=0.1)
+    ref = Chem.AddHs(Chem.MolFromSmiles("OCC(N)=O"))
+    np.testing.assert_array_equal(z1, [a.GetAtomicNum() for a in ref.GetAtoms()])
+    assert (charge, mult) == (0, 1)
+    assert len(xyz1) == len(xyz2) >= 2
+    for a, b in zip(xyz1, xyz2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Another seed gives other geometries.
+    _, xyz3, _, _ = embed("OCC(N)=O", n_keep=3, attempts=10, seed=8, mmff_relax=False, rmsd_threshold=0.1)
+    assert not np.allclose(xyz1[0], xyz3[0])
+    # Bonded neighbours in the coordinates are the bonds of the AddHs molecule: same atom order.
+    for bond in ref.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        assert 0.9 < np.linalg.norm(xyz1[0][i] - xyz1[0][j]) < 1.6
+
+
+def test_charge_and_multiplicity():
+    _, _, charge, mult = embed("C[NH3+]", 1, 2, 0, False, 0.3)
+    assert (charge, mult) == (1, 1)
+
+
+def _best_rms(smiles, a, b):
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    mol.RemoveAllConformers()
+    for xyz in (a, b):
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        for i, p in enumerate(xyz):
+            conf.SetAtomPosition(i, p.tolist())
+        mol.AddConformer(conf, assignId=True)
+    return rdMolAlign.GetBestRMS(mol, mol, prbId=1, refId=0)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0])
+def test_rmsd_deduplication_keeps_pairwise_rmsd_above_threshold(threshold):
+    smiles = "CCCCO"
+    _, kept, _, _ = embed(smiles, n_keep=6, attempts=20, seed=3, mmff_relax=True, rmsd_threshold=threshold)
+    assert 2 <= len(kept) <= 6
+    for i in range(len(kept)):
+        for j in range(i):
+            assert _best_rms(smiles, kept[i], kept[j]) >= threshold - 1e-6
+
+
+def test_mmff_relax_lowers_mmff_energy():
+    from golf.surrogate import MMFF
+
+    ff = MMFF("CCCO")
+    _, raw, _, _ = embed("CCCO", 3, 6, 5, False, 0.0)
+    _, relaxed, _, _ = embed("CCCO", 3, 6, 5, True, 0.0)
+    assert max(ff.energy(x) for x in relaxed) < min(ff.energy(x) for x in raw)
+
+
+def test_split_by_molecule_respects_test_fraction():
+    smiles = ["C", "CC", "CCC", "CO", "CCO", "CN", "CCN", "O=CO"]
+    specs = [_spec(s, f"m{i}") for i, s in enumerate(smiles)]
+    ds = generate_conformers(
+        specs, elements=HCNO, per_molecule=2, test_per_molecule=1, test_fraction=0.25, attempts=4, seed=11
+    )
+    splits = {m.molecule_id: m.split for m in ds.molecules.values()}
+    assert sum(s == "test" for s in splits.values()) == 2  # 0.25 x 8
+    assert {c.molecule_id for c in ds.split("train")}.isdisjoint({c.molecule_id for c in ds.split("test")})
+    for c in ds:  # test molecules get test_per_molecule conformers
+        assert c.conformer_id < (1 if splits[c.molecule_id] == "test" else 2)
+    assert max(c.conformer_id for c in ds.split("train")) == 1
+    # Seeded: the same split again; the SMILES of each molecule match its conformers' species.
+    again = generate_conformers(
+        specs, elements=HCNO, per_molecule=2, test_per_molecule=1, test_fraction=0.25, attempts=4, seed=11
+    )
+    assert {m.smiles: m.split for m in again.molecules.values()} == {m.smiles: m.split for m in ds.molecules.values()}
+    for c in ds:
+        ref = Chem.AddHs(Chem.MolFromSmiles(ds.smiles(c)))
+        np.testing.assert_array_equal(c.species, [a.GetAtomicNum() for a in ref.GetAtoms()])
+
+
+def test_split_never_leaves_the_training_set_empty():
+    specs = [_spec("C", "methane"), _spec("O", "water")]
+    ds = generate_conformers(specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.9, attempts=2)
+    assert sorted(m.split for m in ds.molecules.values()) == ["test", "train"]
+    single = generate_conformers(specs[:1], elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.5)
+    assert [m.split for m in single.molecules.values()] == ["train"]
+    none = generate_conformers(specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.0)
+    assert all(m.split == "train" for m in none.molecules.values())
+
+
+@pytest.mark.parametrize("seed", [0, -1, -7])
+def test_every_integer_seed_gives_distinct_reproducible_conformers(seed):
+    """RDKit makes all conformers identical for seed 0, random for -1, and fails below -1."""
+    _, a, _, _ = embed("CCCCO", n_keep=4, attempts=10, seed=seed, mmff_relax=False, rmsd_threshold=0.3)
+    _, b, _, _ = embed("CCCCO", n_keep=4, attempts=10, seed=seed, mmff_relax=False, rmsd_threshold=0.3)
+    assert len(a) >= 2
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -1,0 +1,222 @@
+"""golf.oracle_optimize and golf.labels with the real Psi4 oracle at HF/STO-3G (water, methanol).
+
+One oracle for the module with a label cache, so repeated geometries cost nothing; about 30 Psi4
+gradients in all (~0.5 s each).
+"""
+
+import numpy as np
+import pytest
+
+from golf import data
+from golf.data import Conformer, Dataset, Molecule
+from golf.labels import gather, label_pending
+from golf.oracle import Oracle, OracleSettings, OracleUnavailable, find_psi4_python
+from golf.oracle_optimize import (
+    END_CONVERGED,
+    END_FAILED,
+    END_LIMIT,
+    extra_frames,
+    final_frames,
+    optimise_dataset,
+    reference_from_known_minima,
+    shuffled,
+    start_frames,
+)
+
+# Atom order of Chem.AddHs(Chem.MolFromSmiles(smiles)), Angstrom, off equilibrium.
+WATER = ([8, 1, 1], [[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7672, -0.4592]])
+METHANOL = (
+    [6, 8, 1, 1, 1, 1],
+    [[-0.0467, 0.6626, 0.0100], [-0.0467, -0.7574, 0.0000], [-1.0861, 0.9916, 0.0000], [0.4425, 1.0814, 0.8960],
+     [0.4525, 1.0714, -0.8960], [0.8679, -1.0737, 0.0300]],
+)  # fmt: skip
+CLASHING_WATER = ([8, 1, 1], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.7, 0.0]])  # Psi4 refuses it at once
+FMAX = 2e-3  # Hartree/Angstrom
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    try:
+        find_psi4_python(None)
+    except OracleUnavailable as err:
+        pytest.skip(f"no Psi4 on this machine: {err}")
+    settings = OracleSettings(
+        method="hf", basis="sto-3g", threads=1, memory_mb=500, timeout_s=120, workers=1,
+        cache_dir=str(tmp_path_factory.mktemp("label-cache")),
+    )  # fmt: skip
+    with Oracle(settings) as o:
+        yield o
+
+
+def _dataset(*systems) -> Dataset:
+    smiles = {3: "O", 6: "CO"}
+    ds = Dataset(attrs={"kind": "test"})
+    for row, (species, coords) in enumerate(systems):
+        mid = len(species)
+        ds.molecules[mid] = Molecule(mid, smiles[len(species)])
+        ds.conformers.append(Conformer(mid, row, species, coords))
+    return ds
+
+
+def _max_atom_force(forces) -> float:
+    return float(np.linalg.norm(forces, axis=1).max())
+
+
+@pytest.fixture(scope="module")
+def converged(oracle):
+    ds = _dataset(WATER, METHANOL)
+    return optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40)
+
+
+def test_optimisation_converges_and_lowers_the_energy(converged):
+    by_traj = {}
+    for c in converged:
+        by_traj.setdefault(c.props["traj"], []).append(c)
+    assert sorted(by_traj) == [0, 1]
+    for frames in by_traj.values():
+        assert [c.props["step"] for c in frames] == list(range(len(frames)))
+        assert len(frames) >= 3
+        assert all(c.status == "ok" for c in frames)
+        last = frames[-1]
+        assert last.props["end"] == END_CONVERGED
+        assert all(c.props["end"] == END_LIMIT for c in frames[:-1])
+        assert _max_atom_force(last.forces) < FMAX
+        assert _max_atom_force(frames[0].forces) > FMAX
+        energies = [c.energy for c in frames]
+        assert energies[-1] < energies[0] - 1e-4
+        assert energies[-1] <= min(energies) + 1e-6  # the minimum found is the last frame
+        np.testing.assert_array_equal(frames[0].coordinates, np.array((WATER, METHANOL)[frames[0].props["traj"]][1]))
+
+
+def test_frame_helpers_are_consistent(converged):
+    extra = extra_frames(converged)
+    finals = final_frames(converged)
+    starts = start_frames(converged)
+    assert len(extra) == len(converged) - 2
+    assert all(c.props["step"] >= 1 and c.labelled for c in extra)
+    assert sorted(finals) == sorted(starts) == [0, 1]
+    for traj in (0, 1):
+        frames = [c for c in converged if c.props["traj"] == traj]
+        assert finals[traj] is frames[-1] and starts[traj] is frames[0]
+
+
+def test_budget_caps_extra_frames_exactly(oracle, converged):
+    water_extra = sum(1 for c in converged if c.props["traj"] == 0 and c.props["step"] >= 1)
+    ds = _dataset(WATER, METHANOL)
+    # Water (first in order) converges within the budget; methanol gets exactly what is left.
+    budget = water_extra + 2
+    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, budget=budget)
+    assert len(extra_frames(out)) == budget
+    methanol = [c for c in out if c.props["traj"] == 1]
+    assert [c.props["step"] for c in methanol] == [0, 1, 2]
+    assert methanol[-1].props["end"] == END_LIMIT  # stopped by the budget, not converged, not failed
+    # A budget spent inside the first trajectory: later trajectories do not start at all.
+    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, budget=2, order=[1, 0])
+    assert len(extra_frames(out)) == 2
+    assert {c.props["traj"] for c in out} == {1}
+    # The step limit also caps a trajectory.
+    out = optimise_dataset(oracle, ds.subset([1]), fmax=FMAX, max_steps=2)
+    assert [c.props["step"] for c in out] == [0, 1, 2] and out.conformers[-1].props["end"] == END_LIMIT
+
+
+def test_failed_oracle_step_ends_the_trajectory_with_its_status(oracle):
+    ds = _dataset(CLASHING_WATER, WATER)
+    out = optimise_dataset(oracle, ds, fmax=0.5, max_steps=3, order=[0])
+    assert len(out) == 1
+    (frame,) = out.conformers
+    assert frame.status == "oracle_error" and frame.props["end"] == END_FAILED
+    assert final_frames(out) == {} and list(start_frames(out)) == [0]
+    assert len(extra_frames(out)) == 0
+
+
+def test_shuffled_is_a_seeded_permutation():
+    assert sorted(shuffled(10, 3)) == list(range(10))
+    assert shuffled(10, 3) == shuffled(10, 3) != shuffled(10, 4)
+
+
+def test_reference_from_known_minima():
+    ds = _dataset(WATER, METHANOL)
+    for c, e_opt in zip(ds.conformers, (-75.0, -114.0), strict=True):
+        c.energy, c.forces, c.status = e_opt + 0.01, np.zeros(c.coordinates.shape), "ok"
+        c.props["e_opt"] = e_opt
+    ref = reference_from_known_minima(ds)
+    assert [(c.props["traj"], c.props["step"]) for c in ref] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(c.status == "ok" and c.props["end"] == END_CONVERGED for c in ref)
+    finals = final_frames(ref)
+    assert finals[0].energy == -75.0 and finals[1].energy == -114.0
+    assert np.isnan(finals[0].coordinates).all()
+    assert start_frames(ref)[1].energy == pytest.approx(-113.99)
+    np.testing.assert_array_equal(start_frames(ref)[0].coordinates, ds.conformers[0].coordinates)
+    assert ref.attrs["kind"] == "reference_from_file"
+    ds.conformers[1].props.pop("e_opt")
+    with pytest.raises(ValueError, match="conformation 1"):
+        reference_from_known_minima(ds)
+
+
+# ------------------------------------------------------------------------------------ golf.labels
+
+
+def _chunk(rows, forces_scale, attrs):
+    ds = Dataset({0: Molecule(0, "O", "water")}, [], attrs)
+    for row, scale in zip(rows, forces_scale, strict=True):
+        status = "ok" if scale is not None else "scf_not_converged"
+        forces = None if scale is None else np.full((3, 3), scale)
+        ds.conformers.append(
+            Conformer(0, row, WATER[0], WATER[1], energy=-75.0 - row, forces=forces, status=status,
+                      props={"source_row": row})
+        )  # fmt: skip
+    return ds
+
+
+def test_gather_restores_order_and_marks_large_forces():
+    limit = 10.5
+    # Frobenius norm of a (3, 3) array filled with s is 3 s: 3.5 -> exactly the limit
+    a = _chunk([0, 2, 4], [0.1, 3.5, None], {"oracle_calls": 2, "cache_hits": 1, "kind": "labels"})
+    b = _chunk([1, 3], [3.49, 5.0], {"oracle_calls": 3, "cache_hits": 0, "kind": "labels"})
+    merged = gather([b, a], max_force_norm=limit)
+    assert [c.props["source_row"] for c in merged] == [0, 1, 2, 3, 4]
+    assert [c.status for c in merged] == ["ok", "ok", "force_too_large", "force_too_large", "scf_not_converged"]
+    assert [c.energy for c in merged] == [-75.0, -76.0, -77.0, -78.0, -79.0]
+    assert merged.conformers[2].forces is not None  # the row and its label are kept
+    assert merged.attrs["oracle_calls"] == 5 and merged.attrs["cache_hits"] == 1
+    assert merged.attrs["kind"] == "labels"
+
+
+def test_label_pending_sends_only_unlabelled_rows(oracle):
+    ds = _dataset(WATER, WATER, WATER)
+    shifted = np.array(WATER[1]) + [0.0, 0.0, 0.01]
+    ds.conformers[1].coordinates = shifted
+    ds.conformers[1].status = "skipped_mmff_high"  # must pass through untouched
+    ds.conformers[2].coordinates = shifted + [0.0, 0.02, 0.0]
+    for row, c in enumerate(ds.conformers):
+        c.props["source_row"] = row
+    calls, hits = oracle.calls, oracle.cache_hits
+    out = label_pending(oracle, ds)
+    # row 0 is in the cache from the optimisation tests; row 2 is new; row 1 is not sent
+    assert (oracle.calls - calls) + (oracle.cache_hits - hits) == 2
+    assert [c.status for c in out] == ["ok", "skipped_mmff_high", "ok"]
+    assert out.conformers[1] is ds.conformers[1] and np.isnan(out.conformers[1].energy)
+    assert [c.props["source_row"] for c in out] == [0, 1, 2]
+    for row in (0, 2):
+        ref = oracle.gradient(WATER[0], ds.conformers[row].coordinates)
+        assert out.conformers[row].energy == ref.energy
+        np.testing.assert_array_equal(out.conformers[row].forces, ref.forces)
+        np.testing.assert_array_equal(out.conformers[row].coordinates, ds.conformers[row].coordinates)
+    assert out.attrs["kind"] == "test" and out.attrs["oracle"]["method"] == "hf"
+
+    # nothing pending: no oracle call at all
+    calls, hits = oracle.calls, oracle.cache_hits
+    skipped = ds.subset([1])
+    again = label_pending(oracle, skipped)
+    assert (oracle.calls, oracle.cache_hits) == (calls, hits)
+    assert [c.status for c in again] == ["skipped_mmff_high"]
+
+
+def test_labels_round_trip_through_hdf5(oracle, tmp_path):
+    ds = _dataset(WATER)
+    ds.conformers[0].props["source_row"] = 0
+    out = gather([label_pending(oracle, ds)], max_force_norm=10.5)
+    data.write(tmp_path / "labels.h5", out)
+    back = data.read(tmp_path / "labels.h5")
+    assert back.conformers[0].status == "ok" and back.conformers[0].energy == out.conformers[0].energy
+    assert back.attrs["oracle"]["basis"] == "sto-3g"

@@ -1,0 +1,22 @@
+"""Rule import_data: a user's D0 or test set (ASE db, extxyz, SDF, XYZ, our HDF5) as our HDF5."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+
+from golf import data
+from golf.formats import import_file
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+name = snakemake.wildcards.name
+split = "test" if name == "test" else "train"
+if Path(snakemake.input.source).suffix in (".h5", ".hdf5"):
+    dataset = data.read(snakemake.input.source)  # already ours; only its role is set here
+    for molecule in dataset.molecules.values():
+        molecule.split = split
+else:
+    dataset = import_file(snakemake.input.source, split=split)
+dataset.attrs.update(kind=f"imported_{name}", source=str(snakemake.input.source))
+data.write(snakemake.output.dataset, dataset)
