@@ -21,6 +21,7 @@ rule eval_optimize:
     params:
         evaluation=config["evaluation"],
         device=config["nnp"]["device"],
+        max_displacement=config["golf"]["max_displacement"],
     script:
         "../workflow/scripts/eval_optimize.py"
 

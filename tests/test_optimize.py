@@ -87,8 +87,13 @@ def golf_repair(x: np.ndarray, thresh: float = 0.7, target: float = 0.75) -> np.
     return x
 
 
-def torch_reference(energy_forces, species, coords, n_steps, history_size=100, repair=True):
-    """Positions and energies after each torch.optim.LBFGS.step(closure) on one conformation."""
+def torch_reference(energy_forces, species, coords, n_steps, history_size=100, repair="golf"):
+    """Returned positions and their energies after each torch.optim.LBFGS.step(closure) on one conformation.
+
+    repair "golf": the optimiser runs unrepaired and the returned geometry is GOLF's environment copy
+    (previous copy + the optimiser's displacement, then repaired); "continue": the parameter itself is
+    repaired between steps; None: no repair.
+    """
     x = torch.tensor(coords, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=5, history_size=history_size)
     sp = torch.as_tensor(species)[None]
@@ -100,13 +105,17 @@ def torch_reference(energy_forces, species, coords, n_steps, history_size=100, r
         return e[0]
 
     positions, energies = [], []
+    env = np.array(coords, dtype=np.float64)
     for _ in range(n_steps):
+        before = x.detach().numpy().copy()
         opt.step(closure)
-        if repair:
+        if repair == "continue":
             with torch.no_grad():
                 x.copy_(torch.from_numpy(golf_repair(x.detach().numpy())))
-        positions.append(x.detach().numpy().copy())
-        energies.append(float(energy_forces(sp, x.detach()[None])[0][0]))
+        after = x.detach().numpy().copy()
+        env = golf_repair(env + after - before) if repair == "golf" else after
+        positions.append(env)
+        energies.append(float(energy_forces(sp, torch.from_numpy(env)[None])[0][0]))
     return np.array(positions), np.array(energies)
 
 
@@ -130,15 +139,15 @@ def run_batched(opt: BatchedLBFGS, schedule: dict, n_steps: int, mols) -> dict:
     return out
 
 
-@pytest.mark.parametrize("history_size", [100, 3])
-def test_matches_torch_lbfgs_with_slot_replaced(mols, history_size):
+@pytest.mark.parametrize("history_size, repair_mode", [(100, "golf"), (3, "golf"), (100, "continue")])
+def test_matches_torch_lbfgs_with_slot_replaced(mols, history_size, repair_mode):
     """Different molecules in one batch, one replaced mid-run: each follows torch.optim.LBFGS alone."""
-    opt = BatchedLBFGS(springs, batch_size=3, history_size=history_size, dtype=torch.float64)
+    opt = BatchedLBFGS(springs, batch_size=3, history_size=history_size, repair_mode=repair_mode, dtype=torch.float64)
     schedule = {0: [(None, "ethanol"), (None, "aspirin"), (None, "benzene")], 4: [("aspirin", "caffeine")]}
     out = run_batched(opt, schedule, 14, mols)
     lengths = {"ethanol": 14, "benzene": 14, "aspirin": 4, "caffeine": 10}
     for name, n in lengths.items():
-        ref_x, ref_e = torch_reference(springs, *mols[name], n, history_size=history_size)
+        ref_x, ref_e = torch_reference(springs, *mols[name], n, history_size=history_size, repair=repair_mode)
         got = np.array(out[name]["positions"])
         assert got.shape == ref_x.shape
         # the optimiser really moved the atoms, so the comparison is not trivial
@@ -146,6 +155,7 @@ def test_matches_torch_lbfgs_with_slot_replaced(mols, history_size):
         np.testing.assert_allclose(got, ref_x, rtol=0, atol=1e-5, err_msg=name)
         np.testing.assert_allclose(out[name]["energies"], ref_e, rtol=0, atol=1e-8, err_msg=name)
         assert set(out[name]["status"]) == {"running"}
+    assert any(out["caffeine"]["repaired"])  # two hydrogens come too close: the repair is exercised
     # returned forces belong to the returned geometry
     name = "caffeine"
     e, f = springs(torch.as_tensor(mols[name][0])[None], torch.as_tensor(out[name]["positions"][-1])[None])
@@ -288,7 +298,8 @@ def test_optimize_streams_conformations(mols):
         np.testing.assert_allclose(tr.positions[1:], ref_x, atol=1e-5, rtol=0)
         np.testing.assert_allclose(tr.energies[1:], ref_e, atol=1e-8, rtol=0)
         assert tr.energies[-1] < tr.energies[0]
-        assert 1 <= tr.evaluations <= 5 * n_steps + 1
+        # up to 5 per step, +1 at the start, +1 per step once a repair made the returned geometry differ
+        assert 1 <= tr.evaluations <= 6 * n_steps + 1
 
 
 def test_bad_input_gives_clear_errors(mols):

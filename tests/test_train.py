@@ -104,7 +104,8 @@ def test_training_lowers_validation_loss(tmp_path):
     assert h["val_loss"].iloc[1:].min() < 0.5 * h["val_loss"].iloc[0]
     assert h["val_force_mae_kcalmol_per_A"].iloc[-1] < h["val_force_mae_kcalmol_per_A"].iloc[0]
     assert np.isnan(h["train_loss"].iloc[0]) and np.isfinite(h["train_loss"].iloc[1:]).all()
-    assert result.best_step == int(h["step"].iloc[h["val_loss"].idxmin()])
+    trained = h[h["step"] > 0]  # the untrained model is never returned
+    assert result.best_step == int(trained["step"].iloc[trained["val_loss"].to_numpy().argmin()]) > 0
     assert pd.read_csv(csv)["val_loss"].to_numpy() == pytest.approx(h["val_loss"].to_numpy(), rel=1e-12)
     # the caller's model is untouched; the result carries provenance
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,27 @@ def embed(smiles: str, n_keep: int, attempts: int, seed: int, mmff_relax: bool, 
     return species, coords, charge, multiplicity
 
 
+def _test_molecules(mols: list, test_fraction: float, seed: int) -> set[int]:
+    """Indices of the test molecules: a seeded random choice of about ``test_fraction`` of them,
+    passing over a molecule whose element would then be missing from the training molecules (an
+    NNP cannot be tested on an element it never saw). Both splits keep at least one molecule."""
+    if test_fraction <= 0 or len(mols) < 2:
+        return set()
+    n_test = min(max(1, round(test_fraction * len(mols))), len(mols) - 1)
+    elements = [{a.GetSymbol() for a in m.GetAtoms()} | {"H"} for m in mols]
+    train_count = Counter(e for es in elements for e in es)
+    order = list(range(len(mols)))
+    random.Random(seed).shuffle(order)
+    test: set[int] = set()
+    for i in order:
+        if len(test) == n_test:
+            break
+        if all(train_count[e] > 1 for e in elements[i]):
+            test.add(i)
+            train_count.subtract(elements[i])
+    return test
+
+
 def generate_conformers(
     specs: list[MoleculeSpec],
     *,
@@ -147,12 +169,7 @@ def generate_conformers(
             continue
         usable.append(spec)
 
-    order = list(range(len(usable)))
-    random.Random(seed).shuffle(order)
-    n_test = round(test_fraction * len(usable)) if len(usable) > 1 else 0
-    if test_fraction > 0 and len(usable) > 1:
-        n_test = min(max(1, n_test), len(usable) - 1)  # both splits keep at least one molecule
-    test_ids = set(order[:n_test])
+    test_ids = _test_molecules([Chem.MolFromSmiles(s.smiles) for s in usable], test_fraction, seed)
 
     dataset = Dataset()
     for mid, spec in enumerate(usable):

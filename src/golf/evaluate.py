@@ -49,8 +49,16 @@ def test_set(reference: Dataset) -> tuple[Dataset, dict[int, Conformer]]:
     return ds, {k: finals[k] for k in keys}
 
 
-def nnp_frames(model, starts: Dataset, timelimit: int, steps: list[int], batch_size: int = 64) -> Dataset:
-    """Model-optimised geometries of every start at ``steps`` (and step 0), with NNP energies/forces."""
+def nnp_frames(
+    model,
+    starts: Dataset,
+    timelimit: int,
+    steps: list[int],
+    batch_size: int = 64,
+    max_displacement: float | None = None,
+) -> Dataset:
+    """Model-optimised geometries of every start at ``steps`` (and step 0), with NNP energies/forces.
+    ``max_displacement`` must be the GOLF rounds' setting: evaluation optimises as training did."""
     from golf.optimize import optimize
 
     def energy_forces(species, coordinates):
@@ -65,6 +73,7 @@ def nnp_frames(model, starts: Dataset, timelimit: int, steps: list[int], batch_s
         progress=True,
         dtype=torch.float32,
         device=model.device,
+        max_displacement=max_displacement,
     )
     out = Dataset(dict(starts.molecules), [], {})
     for start, trajectory in zip(starts, trajectories, strict=True):

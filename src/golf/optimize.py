@@ -86,10 +86,11 @@ def energy_forces_from_energy(energy_fn: Callable[[Tensor, Tensor], Tensor]) -> 
 class StepResult:
     """What one outer step did to each slot it ran (k slots; arrays on the CPU).
 
-    ``positions``, ``energies`` and ``forces`` all belong to the geometry after the step (after the
-    displacement cap and the close-atom repair): it is the geometry the next step starts from.
-    ``start_energies``/``start_forces`` belong to the geometry the step started from; on a slot's
-    first step (``started``) that is the geometry given to :meth:`BatchedLBFGS.add`.
+    ``positions``, ``energies`` and ``forces`` all belong to the returned geometry after the step
+    (after the displacement cap and the close-atom repair; where a repair made it differ from the
+    optimiser's own geometry, E/F come from one extra evaluation of those slots).
+    ``start_energies``/``start_forces`` belong to the optimiser's geometry at the start of the step;
+    on a slot's first step (``started``) that is the geometry given to :meth:`BatchedLBFGS.add`.
     For a ``skipped_nonfinite`` slot the arrays hold whatever was reached (possibly NaN).
     """
 
@@ -106,7 +107,7 @@ class StepResult:
     started: Tensor  # (k,) bool: first step of this conformation
     repaired: Tensor  # (k,) bool: close atoms were pushed apart after the step
     capped: Tensor  # (k,) bool: the max-displacement limit shortened a move
-    iterations: Tensor  # (k,) int64: inner L-BFGS iterations (position updates) this step
+    iterations: Tensor  # (k,) int64: inner iterations this step (torch's n_iter; a last one may break unmoved)
     evaluations: Tensor  # (k,) int64: energy/forces evaluations of this slot this step
 
     def __len__(self) -> int:
@@ -143,11 +144,14 @@ class BatchedLBFGS:
             pair s = t d stays exact) and the slot ends its outer step there. Not in GOLF's
             L-BFGS path (golf-paper.md §1.3: ``action_norm_limit`` is not applied); None = off.
         min_distance, repair_distance: after each outer step, atom pairs closer than
-            ``min_distance`` are pushed apart symmetrically to ``repair_distance`` (Angstrom), in
-            one simultaneous pass like GOLF's environment (golf-paper.md §1.2). Unlike GOLF,
-            which repairs only its environment copy, the repaired geometry is also where this
-            slot's L-BFGS continues, as if the parameter of ``torch.optim.LBFGS`` had been edited
-            between steps. ``min_distance=0`` turns it off.
+            ``min_distance`` in the returned geometry are pushed apart symmetrically to
+            ``repair_distance`` (Angstrom), in one simultaneous pass like GOLF's environment
+            (golf-paper.md §1.2). ``min_distance=0`` turns it off.
+        repair_mode: "golf" (default, as GOLF's code): the repair acts on a copy; the returned
+            geometry is the optimiser's plus all repairs so far, and the optimiser continues on
+            its own unrepaired path (its history stays consistent). "continue": the optimiser
+            continues from the repaired geometry, as if the parameter of ``torch.optim.LBFGS``
+            had been edited between steps.
         dtype, device: of positions, gradients and history (GOLF: float32 on the CPU).
     """
 
@@ -165,6 +169,7 @@ class BatchedLBFGS:
         max_displacement: float | None = None,
         min_distance: float = 0.7,
         repair_distance: float = 0.75,
+        repair_mode: str = "golf",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ):
@@ -183,6 +188,8 @@ class BatchedLBFGS:
                 f"need 0 <= min_distance <= repair_distance, got min_distance={min_distance}, "
                 f"repair_distance={repair_distance}"
             )
+        if repair_mode not in ("golf", "continue"):
+            raise OptimizeError(f"repair_mode must be 'golf' or 'continue', got {repair_mode!r}")
         if dtype not in (torch.float32, torch.float64):
             raise OptimizeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.energy_forces = energy_forces
@@ -196,6 +203,7 @@ class BatchedLBFGS:
         self.max_displacement = None if max_displacement is None else float(max_displacement)
         self.min_distance = float(min_distance)
         self.repair_distance = float(repair_distance)
+        self.repair_mode = repair_mode
         self.dtype = dtype
         self.device = torch.device(device)
         self._init_state()
@@ -210,7 +218,8 @@ class BatchedLBFGS:
         self._stopped = torch.zeros(B, dtype=torch.bool, device=dev)  # non-finite: waits for remove()
         self._n_atoms = torch.zeros(B, **i64)
         self._species = torch.full((B, 0), -1, **i64)  # (B, N)
-        self._x = torch.zeros(B, 0, 3, dtype=dt, device=dev)  # (B, N, 3) positions
+        self._x = torch.zeros(B, 0, 3, dtype=dt, device=dev)  # (B, N, 3) the optimiser's positions
+        self._offset = torch.zeros_like(self._x)  # (B, N, 3) accumulated repairs (repair_mode "golf")
         self._g = torch.zeros_like(self._x)  # (B, N, 3) gradient at _x (= -forces)
         self._loss = torch.zeros(B, dtype=torch.float64, device=dev)  # energy at _x (torch keeps a float)
         self._has_eval = torch.zeros(B, dtype=torch.bool, device=dev)  # _g/_loss belong to _x
@@ -238,7 +247,7 @@ class BatchedLBFGS:
             return
         pad = n - N
         self._species = torch.nn.functional.pad(self._species, (0, pad), value=-1)
-        for name in ("_x", "_g", "_d", "_prev_g"):
+        for name in ("_x", "_offset", "_g", "_d", "_prev_g"):
             setattr(self, name, torch.nn.functional.pad(getattr(self, name), (0, 0, 0, pad)))
         for name in ("_S", "_Y"):
             setattr(self, name, torch.nn.functional.pad(getattr(self, name), (0, 0, 0, pad)))
@@ -305,7 +314,7 @@ class BatchedLBFGS:
         self._stopped[b] = False
         self._has_eval[b] = False
         self._species[b] = -1
-        for name in ("_x", "_g", "_d", "_prev_g", "_S", "_Y"):
+        for name in ("_x", "_offset", "_g", "_d", "_prev_g", "_S", "_Y"):
             getattr(self, name)[b] = 0
         self._A[b] = torch.eye(self.history_size, dtype=self.dtype, device=self.device)
         self._t[b] = self.lr
@@ -335,8 +344,18 @@ class BatchedLBFGS:
             if idx.numel() == 0:
                 return
         n = int(self._n_atoms[idx].max())
+        energies, forces, ok = self._call(idx, self._x[idx, :n])
+        self._loss[idx] = energies
+        self._g[idx, :n] = -forces  # the gradient is minus the forces
+        self._has_eval[idx] = True
+        self._func_evals[idx] += 1
+        evals[idx] += 1
+        self._stopped[idx[~ok]] = True
+
+    def _call(self, idx: Tensor, coordinates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """energy_forces on slots idx at coordinates (k, n, 3): energies (k,) float64, forces, ok (k,)."""
+        n = coordinates.shape[1]
         species = self._species[idx, :n]  # (k, n)
-        coordinates = self._x[idx, :n]  # (k, n, 3), a copy
         with torch.enable_grad():
             energies, forces = self.energy_forces(species, coordinates)
         energies = energies.detach().to(self.device, torch.float64).reshape(-1)
@@ -348,12 +367,7 @@ class BatchedLBFGS:
             )
         forces = forces * (species >= 0).unsqueeze(-1)  # padded atoms never move
         ok = torch.isfinite(energies) & torch.isfinite(forces).flatten(1).all(1)
-        self._loss[idx] = energies
-        self._g[idx, :n] = -forces  # the gradient is minus the forces
-        self._has_eval[idx] = True
-        self._func_evals[idx] += 1
-        evals[idx] += 1
-        self._stopped[idx[~ok]] = True
+        return energies, forces, ok
 
     # ------------------------------------------------------------------ L-BFGS pieces
     def _push_history(self, upd: Tensor, s: Tensor, y: Tensor, ys: Tensor) -> None:
@@ -439,22 +453,25 @@ class BatchedLBFGS:
         c = torch.where(inside, torch.ones_like(c), c)
         return torch.clamp(c.amin(1), 0, 1)
 
-    def _repair(self, mask: Tensor) -> Tensor:
-        """Push apart atom pairs closer than min_distance (GOLF's repair); return (B,) repaired."""
+    def _repair(self, pos: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """GOLF's repair of atom pairs closer than min_distance in pos (B, N, 3).
+
+        Returns (B,) repaired and the (B, N, 3) displacement that repairs them (None if none).
+        """
         repaired = torch.zeros_like(mask)
-        if self.min_distance <= 0 or self._x.shape[1] < 2:
-            return repaired
-        N = self._x.shape[1]
+        if self.min_distance <= 0 or pos.shape[1] < 2:
+            return repaired, None
+        N = pos.shape[1]
         if self._not_pair is None or self._not_pair.shape[1] != N:  # cached until add() changes species
             real = self._species >= 0  # (B, N)
             pair = real[:, :, None] & real[:, None, :] & ~torch.eye(N, dtype=torch.bool, device=self.device)
             self._not_pair = torch.where(pair, 0.0, torch.inf).to(self.dtype)  # (B, N, N)
-        r = torch.cdist(self._x, self._x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, N, N)
+        r = torch.cdist(pos, pos, compute_mode="donot_use_mm_for_euclid_dist")  # (B, N, N)
         repaired = ((r + self._not_pair) < self.min_distance).flatten(1).any(1) & mask
         if not bool(repaired.any()):
-            return repaired
+            return repaired, None
         idx = repaired.nonzero().squeeze(1)  # rare: work on these slots only
-        x = self._x[idx]  # (k, N, 3)
+        x = pos[idx]  # (k, N, 3)
         diff = x[:, None, :, :] - x[:, :, None, :]  # (k, N, N, 3): diff[b, i, j] = x_j - x_i
         r = diff.norm(dim=-1)  # (k, N, N)
         close = (r + self._not_pair[idx]) < self.min_distance
@@ -465,9 +482,9 @@ class BatchedLBFGS:
         unit = torch.where((r > 1e-8)[..., None], diff / torch.clamp(r, min=1e-8)[..., None], fallback)
         coef = torch.where(close, self.repair_distance - r, torch.zeros_like(r))  # (k, N, N)
         # each atom of a close pair moves half the shortfall away from the other (moldynamics_env.py)
-        self._x[idx] = x - 0.5 * (coef[..., None] * unit).sum(2)
-        self._has_eval &= ~repaired
-        return repaired
+        delta = torch.zeros_like(pos)
+        delta[idx] = -0.5 * (coef[..., None] * unit).sum(2)
+        return repaired, delta
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -549,13 +566,37 @@ class BatchedLBFGS:
             )
             iterating = moving & ~stop
 
-        repaired = self._repair(run & ~self._stopped)
-        self._evaluate(run & ~self._stopped & ~self._has_eval, evals)
-        return self._result(run, started, start_energies, start_forces, repaired, capped, iters, evals)
+        live = run & ~self._stopped
+        if self.repair_mode == "continue":  # the optimiser continues from the repaired geometry
+            repaired, delta = self._repair(self._x, live)
+            if delta is not None:
+                self._x = self._x + delta
+                self._has_eval &= ~repaired
+        else:  # GOLF: repair a copy (positions + accumulated repairs); the optimiser keeps its own path
+            repaired, delta = self._repair(self._x + self._offset, live)
+            if delta is not None:
+                self._offset = self._offset + delta
+        self._evaluate(live & ~self._has_eval, evals)  # the next step's initial closure call
+        energies, forces = self._loss.clone(), -self._g
+        shifted = live & ~self._stopped & (self._offset != 0).flatten(1).any(1)
+        if bool(shifted.any()):  # E/F of the returned (repaired) geometry: one extra call, those slots only
+            idx = shifted.nonzero().squeeze(1)
+            n = int(self._n_atoms[idx].max())
+            e, f, ok = self._call(idx, (self._x + self._offset)[idx, :n])
+            energies[idx] = e
+            forces = forces.clone()
+            forces[idx, :n] = f
+            evals[idx] += 1
+            self._stopped[idx[~ok]] = True
+        return self._result(
+            run, started, start_energies, start_forces, energies, forces, repaired, capped, iters, evals
+        )
 
-    def _result(self, run, started, start_energies, start_forces, repaired, capped, iters, evals) -> StepResult:
+    def _result(
+        self, run, started, start_energies, start_forces, energies, forces, repaired, capped, iters, evals
+    ) -> StepResult:
         idx = run.nonzero().squeeze(1)
-        converged = self._g.abs().flatten(1).amax(1) <= self.tolerance_grad
+        converged = forces.abs().flatten(1).amax(1) <= self.tolerance_grad
         code = torch.where(self._stopped, 2, torch.where(converged, 1, 0))[idx].tolist()
         names = (_RUNNING, _CONVERGED, _NONFINITE)
         n = int(self._n_atoms[idx].max()) if idx.numel() else 0
@@ -565,9 +606,9 @@ class BatchedLBFGS:
             keys=[self._keys[int(b)] for b in idx.tolist()],
             n_atoms=self._n_atoms[idx].to(**cpu),
             species=self._species[idx, :n].to(**cpu),
-            positions=self._x[idx, :n].to(**cpu),
-            energies=self._loss[idx].to(**cpu),
-            forces=(-self._g[idx, :n]).to(**cpu),
+            positions=(self._x + self._offset)[idx, :n].to(**cpu),
+            energies=energies[idx].to(**cpu),
+            forces=forces[idx, :n].to(**cpu),
             start_energies=start_energies[idx].to(**cpu),
             start_forces=start_forces[idx, :n].to(**cpu),
             status=[names[c] for c in code],

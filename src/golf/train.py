@@ -382,7 +382,10 @@ def train(
             val = _evaluate(model, pool_val, settings.rho, settings.batch_size)
             model.train()
             row["val_loss"], row["val_energy_mae_kcalmol"], row["val_force_mae_kcalmol_per_A"] = val
-            if val[0] < best_loss:  # NaN never counts as better
+            # Step 0 (the model before training) is never the result: with few molecules the
+            # validation loss of a random model can be the lowest, and returning it would silently
+            # undo the training. NaN never counts as better.
+            if step > 0 and val[0] < best_loss:
                 best_loss, best_step = val[0], step
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         row["elapsed_s"] = time.perf_counter() - start_time

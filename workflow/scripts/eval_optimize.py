@@ -18,6 +18,12 @@ if snakemake.wildcards.model == "mmff":
     frames = evaluate.mmff_frames(starts, settings["timelimit"])
 else:
     model = nnp.load_model(snakemake.input.model, device=nnp.resolve_device(snakemake.params.device))
-    frames = evaluate.nnp_frames(model, starts, settings["timelimit"], sorted(settings["steps"]))
+    frames = evaluate.nnp_frames(
+        model,
+        starts,
+        settings["timelimit"],
+        sorted(settings["steps"]),
+        max_displacement=snakemake.params.max_displacement,
+    )
 frames.attrs.update(kind="evaluation_frames", model=snakemake.wildcards.model)
 data.write(snakemake.output.frames, frames)
