@@ -13,6 +13,7 @@ rule golf_optimize:
         "logs/golf/{round}/optimize.log",
     benchmark:
         "benchmarks/golf/{round}/optimize.tsv"
+    priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
     threads: 2
@@ -36,6 +37,7 @@ rule golf_select:
         "logs/golf/{round}/select.log",
     benchmark:
         "benchmarks/golf/{round}/select.tsv"
+    priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/chem.yaml"
     threads: 1
@@ -60,6 +62,7 @@ rule golf_train:
         "logs/golf/{round}/train.log",
     benchmark:
         "benchmarks/golf/{round}/train.tsv"
+    priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
     threads: 2

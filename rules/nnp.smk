@@ -8,6 +8,7 @@ rule train_baseline:
         "logs/train/baseline.log",
     benchmark:
         "benchmarks/train/baseline.tsv"
+    priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
     threads: 2

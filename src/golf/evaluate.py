@@ -18,23 +18,13 @@ import pandas as pd
 import torch
 
 from golf.data import Conformer, Dataset
+from golf.metrics import REQUIRED_COLUMNS
 from golf.oracle_optimize import final_frames, start_frames
 from golf.surrogate import SurrogatePool
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [
-    "model",
-    "molecule_id",
-    "conformer_id",
-    "step",
-    "e_dft",
-    "dft_status",
-    "e_start",
-    "e_opt",
-    "e_nnp",
-    "force_err",
-]
+COLUMNS = list(REQUIRED_COLUMNS)  # the per-step table is golf.metrics' input
 
 
 def test_set(reference: Dataset) -> tuple[Dataset, dict[int, Conformer]]:

@@ -138,21 +138,42 @@ def _se_success(row) -> float:
     return 100.0 * math.sqrt(p * (1 - p) / n_kept)
 
 
+def _se_rate(pct: float, n: float) -> float:
+    """Binomial standard error (percentage points) of a rate in % over n, with a floor at 0 or 100 %."""
+    if not (pd.notna(pct) and pd.notna(n) and n > 0):
+        return np.nan
+    p = min(max(pct / 100.0, 0.5 / n), 1 - 0.5 / n)
+    return 100.0 * math.sqrt(p * (1 - p) / n)
+
+
 def _compare(a, b, label_a: str, label_b: str) -> tuple[str, int]:
-    """Compare pct_success of two summary rows; return a clause and -1/0/1 (a worse/tie/better)."""
-    sa, sb = a["pct_success"], b["pct_success"]
-    if pd.isna(sa) or pd.isna(sb):
-        return f"{label_a} vs {label_b}: pct_success not available", 0
-    noise = 2.0 * math.sqrt(np.nansum([_se_success(a) ** 2, _se_success(b) ** 2]))
-    diff = sa - sb
-    eres = f"mean E_res {_f(a['e_res_mean'], 2)} vs {_f(b['e_res_mean'], 2)} kcal/mol"
-    if abs(diff) <= noise:
-        verdict, sign = f"no clear difference (within two unpaired standard errors, ±{_f(noise)} points)", 0
-    elif diff > 0:
-        verdict, sign = f"{label_a} is better", 1
-    else:
-        verdict, sign = f"{label_b} is better", -1
-    return f"pct_success {_f(sa)} % vs {_f(sb)} %, {eres}: {verdict}", sign
+    """Compare two summary rows; return a clause and -1/0/1 (a worse/tie/better).
+
+    First pct_success (the paper's, over non-diverged conformations; where a model diverged on
+    every conformation, the share of all labelled ones); when that does not separate them,
+    pct_div (lower is better). A difference counts only beyond two unpaired standard errors.
+    """
+    key = "pct_success"
+    if (pd.isna(a["pct_success"]) or pd.isna(b["pct_success"])) and "pct_success_of_valid" in a:
+        key = "pct_success_of_valid"
+    sa, sb = a[key], b[key]
+    parts, sign = [], 0
+    if pd.notna(sa) and pd.notna(sb):
+        se = _se_success if key == "pct_success" else (lambda r: _se_rate(r[key], r.get("n_valid", r.get("n"))))
+        noise = 2.0 * math.sqrt(np.nansum([se(a) ** 2, se(b) ** 2]))
+        label = "pct_success" if key == "pct_success" else "success over all labelled"
+        parts.append(f"{label} {_f(sa)} % vs {_f(sb)} % (±{_f(noise)})")
+        if abs(sa - sb) > noise:
+            sign = 1 if sa > sb else -1
+    da, db = a.get("pct_div"), b.get("pct_div")
+    if pd.notna(da) and pd.notna(db):
+        noise = 2.0 * math.sqrt(np.nansum([_se_rate(da, a.get("n_valid")) ** 2, _se_rate(db, b.get("n_valid")) ** 2]))
+        parts.append(f"pct_div {_f(da)} % vs {_f(db)} % (±{_f(noise)})")
+        if sign == 0 and abs(da - db) > noise:
+            sign = 1 if da < db else -1
+    parts.append(f"mean E_res {_f(a['e_res_mean'], 2)} vs {_f(b['e_res_mean'], 2)} kcal/mol")
+    verdict = {1: f"{label_a} is better", -1: f"{label_b} is better", 0: "no clear difference"}[sign]
+    return f"{', '.join(parts)}: {verdict}", sign
 
 
 def _findings(summary: pd.DataFrame) -> list[str]:
