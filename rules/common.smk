@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from golf.config import ConfigError, golf_budget, traj_budget, validate  # noqa: E402
+from golf.config import ConfigError, traj_budget, validate  # noqa: E402
 
 try:
     config = validate(config)
@@ -71,6 +71,12 @@ def get_labelling_input(wildcards):
 
 def get_labelling_split(wildcards):
     return "train" if wildcards.set == "d0" else None
+
+
+def get_max_force_norm(wildcards):
+    """The force-norm filter guards training data (D0, GOLF rounds); evaluation labels are
+    measurements, and a diverged geometry's huge forces must count as divergence, not failure."""
+    return float("inf") if wildcards.set.startswith("eval-") else config["oracle"]["max_force_norm"]
 
 
 def get_previous_model(wildcards):

@@ -41,6 +41,6 @@ rule gather_labels:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
     params:
-        max_force_norm=config["oracle"]["max_force_norm"],
+        max_force_norm=get_max_force_norm,
     script:
         "../workflow/scripts/gather_labels.py"

@@ -61,6 +61,8 @@ rule train_traj:
         "logs/train/traj-{k}.log",
     benchmark:
         "benchmarks/train/traj-{k}.tsv"
+    wildcard_constraints:
+        k=str(TRAJ_K),
     conda:
         "../envs/nnp.yaml"
     threads: 2

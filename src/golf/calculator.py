@@ -1,7 +1,7 @@
 """An ASE calculator backed by a golf-workflow NNP checkpoint, for ASE optimisers and MD.
 
     from golf.calculator import NNPCalculator
-    atoms.calc = NNPCalculator("results/models/golf-3.pt")
+    atoms.calc = NNPCalculator("results/models/golf-6.pt")
     ase.optimize.LBFGS(atoms).run(fmax=0.01)
 
 ASE works in eV and eV/Angstrom; the model in Hartree and Hartree/Angstrom.

@@ -3,7 +3,7 @@
     golf inspect results/labels/d0.h5
     golf import D-0.db -o results/imported/d0.h5
     golf export --ani results/labels/d0.h5 -o d0-ani.h5
-    golf optimize --model results/models/golf-3.pt molecules.sdf -o optimised.sdf
+    golf optimize --model results/models/golf-6.pt molecules.sdf -o optimised.sdf
 
 Every expected failure (a missing or foreign file, an unsupported element, a model that does not
 fit the data) ends with one line on stderr and exit status 2, never a traceback.
@@ -149,7 +149,9 @@ def read_structures(path: str, conformers: int, seed: int) -> data.Dataset:
     return import_file(path)
 
 
-def optimise_with_model(model, dataset: data.Dataset, steps: int, fmax: float, batch_size: int) -> data.Dataset:
+def optimise_with_model(
+    model, dataset: data.Dataset, steps: int, fmax: float, batch_size: int, max_displacement: float | None = None
+) -> data.Dataset:
     """NNP-optimised copies of the conformers: energy = final NNP energy (Hartree), status
     "converged" when the largest force fell below ``fmax`` (Hartree/Angstrom), else "running"."""
     import torch
@@ -174,6 +176,7 @@ def optimise_with_model(model, dataset: data.Dataset, steps: int, fmax: float, b
         [c.coordinates for c in dataset],
         steps=steps,
         batch_size=batch_size,
+        max_displacement=max_displacement,
         should_stop=converged,
         progress=True,
         dtype=torch.float32,
@@ -207,7 +210,7 @@ def cmd_optimize(args) -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
     dataset = read_structures(args.input, args.conformers, args.seed)
-    result = optimise_with_model(model, dataset, args.steps, args.fmax, args.batch_size)
+    result = optimise_with_model(model, dataset, args.steps, args.fmax, args.batch_size, args.max_displacement)
     if args.output.endswith(".sdf"):
         write_sdf(args.output, result)
     elif args.output.endswith(".xyz"):
@@ -254,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="L-BFGS steps (default 100, the paper's T)")
     p.add_argument("--fmax", type=float, default=1e-3, help="converged below this force (Hartree/Angstrom)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--max-displacement",
+        type=float,
+        default=None,
+        help="largest atomic move per step in Angstrom (the study's golf.max_displacement; default: none)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--conformers", type=int, default=1, help="conformers per SMILES (SMILES input only)")
     p.add_argument("--seed", type=int, default=42)

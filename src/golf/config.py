@@ -62,6 +62,8 @@ def validate(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
         raise ConfigError(
             f"config key 'evaluation.steps': {too_late} exceed evaluation.timelimit = {evaluation['timelimit']}"
         )
+    if config["data"]["test_minima"] and not config["data"]["test"]:
+        raise ConfigError("config key 'data.test_minima' needs 'data.test': the minima come from the test file")
     return config
 
 

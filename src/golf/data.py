@@ -62,6 +62,7 @@ STATUSES = (
     "skipped_nonfinite",  # non-finite positions or energies
     "converged",  # optimisation: converged by the force criterion
     "running",  # optimisation: stopped at the step limit or still running
+    "skipped_no_mmff",  # RDKit MMFF has no parameters for the molecule
 )
 _STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
 

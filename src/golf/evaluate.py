@@ -15,12 +15,11 @@ import logging
 
 import numpy as np
 import pandas as pd
-import torch
 
 from golf.data import Conformer, Dataset
 from golf.metrics import REQUIRED_COLUMNS
-from golf.oracle_optimize import final_frames, start_frames
-from golf.surrogate import SurrogatePool
+from golf.oracle_optimize import END_CONVERGED, final_frames, start_frames
+from golf.surrogate import SurrogateError, SurrogatePool
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,13 @@ COLUMNS = list(REQUIRED_COLUMNS)  # the per-step table is golf.metrics' input
 def test_set(reference: Dataset) -> tuple[Dataset, dict[int, Conformer]]:
     """Start conformations (labelled, step 0) of the reference optimisations and their minima."""
     starts = start_frames(reference)
-    finals = final_frames(reference)
+    # Only a converged oracle optimisation gives a minimum; a stopped or failed one would make a
+    # non-minimum the reference (pct above 100, E_res too small).
+    finals = {k: c for k, c in final_frames(reference).items() if c.props["end"] == END_CONVERGED}
     keys = sorted(k for k in starts if k in finals and starts[k].labelled)
     missing = sorted(set(starts) - set(keys))
     if missing:
-        log.warning("%d test conformations have no oracle reference (failed labels): %s", len(missing), missing)
+        log.warning("%d test conformations have no converged oracle reference, left out: %s", len(missing), missing)
     ds = Dataset(dict(reference.molecules), [starts[k] for k in keys], {})
     return ds, {k: finals[k] for k in keys}
 
@@ -49,6 +50,8 @@ def nnp_frames(
 ) -> Dataset:
     """Model-optimised geometries of every start at ``steps`` (and step 0), with NNP energies/forces.
     ``max_displacement`` must be the GOLF rounds' setting: evaluation optimises as training did."""
+    import torch
+
     from golf.optimize import optimize
 
     def energy_forces(species, coordinates):
@@ -69,8 +72,10 @@ def nnp_frames(
     for start, trajectory in zip(starts, trajectories, strict=True):
         last = trajectory.positions.shape[0] - 1
         for step in [0, *steps]:
-            reached = step <= last
-            positions = trajectory.positions[min(step, last)]
+            # A converged trajectory stops early; later steps would not move it.
+            reached = step <= last or trajectory.status == "converged"
+            at = min(step, last)
+            positions = trajectory.positions[at]
             ok = reached and bool(np.isfinite(positions).all())
             out.conformers.append(
                 Conformer(
@@ -82,8 +87,8 @@ def nnp_frames(
                     props={
                         "traj": start.props["traj"],
                         "step": step,
-                        "nnp_energy": float(trajectory.energies[step]) if ok else np.nan,
-                        "nnp_forces": trajectory.forces[step] if ok else np.full(start.coordinates.shape, np.nan),
+                        "nnp_energy": float(trajectory.energies[at]) if ok else np.nan,
+                        "nnp_forces": trajectory.forces[at] if ok else np.full(start.coordinates.shape, np.nan),
                     },
                 )
             )
@@ -95,14 +100,20 @@ def mmff_frames(starts: Dataset, timelimit: int, max_iters: int = 2000) -> Datas
     pool = SurrogatePool()
     out = Dataset(dict(starts.molecules), [], {})
     for start in starts:
-        positions, _ = pool[starts.smiles(start)].minimize(start.coordinates, max_iters=max_iters)
-        for step, xyz in ((0, start.coordinates), (timelimit, positions)):
+        try:
+            positions, _ = pool[starts.smiles(start)].minimize(start.coordinates, max_iters=max_iters)
+            status = "unlabelled"
+        except SurrogateError as err:  # recorded per conformation, not a failed evaluation
+            log.warning("no MMFF optimisation of %s: %s", starts.smiles(start), err)
+            positions, status = start.coordinates, "skipped_no_mmff"
+        for step, xyz, step_status in ((0, start.coordinates, "unlabelled"), (timelimit, positions, status)):
             out.conformers.append(
                 Conformer(
                     start.molecule_id,
                     start.conformer_id,
                     start.species,
                     xyz,
+                    status=step_status,
                     props={"traj": start.props["traj"], "step": step},
                 )
             )

@@ -85,3 +85,13 @@ def train_settings(config: dict, steps: int, schedule_start: int = 0, schedule_t
         schedule_start=schedule_start,
         schedule_total=schedule_total,
     )
+
+
+def validation_molecules(config: dict, d0) -> set[int]:
+    """D0 molecules that training holds out for validation (the same seeded split as
+    :func:`golf.train.train`). GOLF and trajectory starts avoid them: labels of these molecules
+    would never be trained on, yet would count as extra oracle calls."""
+    from golf.train import split_molecules
+
+    t = config["train"]
+    return split_molecules([c.molecule_id for c in d0.labelled()], t["val_fraction"], t["seed"])

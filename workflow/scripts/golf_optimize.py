@@ -9,16 +9,17 @@ import torch
 
 from golf import data, nnp
 from golf.explore import run_golf_trajectories
-from golf.workflow import log_to
+from golf.workflow import log_to, validation_molecules
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 golf = snakemake.params.golf
 r = int(snakemake.wildcards.round)
 model = nnp.load_model(snakemake.input.model, device=nnp.resolve_device(snakemake.params.device))
+d0 = data.read(snakemake.input.d0)
 trajectories = run_golf_trajectories(
     model,
-    data.read(snakemake.input.d0),
+    d0,
     n_candidates=golf["per_round"],
     parallel=golf["parallel"],
     timelimit=golf["timelimit"],
@@ -26,6 +27,7 @@ trajectories = run_golf_trajectories(
     seed=golf["seed"] * 1000 + r,  # a different, reproducible start sample every round
     round_index=r,
     max_displacement=golf["max_displacement"],
+    exclude_molecules=validation_molecules(snakemake.config, d0),
 )
 trajectories.attrs["config_digest"] = data.config_digest(snakemake.config)
 data.write(snakemake.output.trajectories, trajectories)

@@ -27,7 +27,7 @@ u = config["golf"]["utd_ratio"]
 settings = train_settings(
     config,
     steps=u * max(added, 1),
-    schedule_start=u * config["golf"]["per_round"] * (len(rounds) - 1),
+    schedule_start=u * sum(c.labelled for r in rounds[:-1] for c in r.conformers),
     schedule_total=u * golf_budget(config),
 )
 model = nnp.load_model(snakemake.input.model)

@@ -17,6 +17,10 @@ if Path(snakemake.input.source).suffix in (".h5", ".hdf5"):
     for molecule in dataset.molecules.values():
         molecule.split = split
 else:
-    dataset = import_file(snakemake.input.source, split=split)
+    # Records with elements the NNP does not cover are skipped and listed in the file's
+    # skipped_records attribute (golf inspect shows them), not a failed import.
+    dataset = import_file(
+        snakemake.input.source, split=split, allow_elements=snakemake.params.elements, on_error="skip"
+    )
 dataset.attrs.update(kind=f"imported_{name}", source=str(snakemake.input.source))
 data.write(snakemake.output.dataset, dataset)

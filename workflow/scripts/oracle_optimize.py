@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 from golf import data
 from golf.oracle import Oracle
 from golf.oracle_optimize import optimise_dataset, shuffled
-from golf.workflow import log_to, oracle_settings
+from golf.workflow import log_to, oracle_settings, validation_molecules
 
 log_to(snakemake.log[0])
 params = snakemake.params
@@ -17,8 +17,10 @@ starts = data.read(snakemake.input.conformers)
 if params.split:
     starts = starts.split(params.split)
 if params.budget is not None:
-    # The trajectory baseline starts from labelled D0 conformations in a seeded random order.
-    starts = starts.labelled()
+    # The trajectory baseline starts from labelled D0 conformations in a seeded random order,
+    # of molecules that training does not hold out for validation.
+    held_out = validation_molecules(snakemake.config, starts)
+    starts = starts.subset([c.labelled and c.molecule_id not in held_out for c in starts.conformers])
     order = [i for i in shuffled(len(starts), params.seed) if i % params.n_chunks == chunk]
 else:
     order = list(range(chunk, len(starts), params.n_chunks))

@@ -1,0 +1,53 @@
+"""golf.evaluate: the test set from reference optimisations, MMFF rows, the per-step table."""
+
+import numpy as np
+import pytest
+
+from golf import data
+from golf import evaluate
+from golf.oracle_optimize import END_CONVERGED, END_FAILED, END_LIMIT
+
+
+def _frame(traj, step, energy, end, mid=0, status="ok"):
+    xyz = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]) * (1 + 0.01 * step)
+    return data.Conformer(mid, traj, [8, 1, 1], xyz, energy=energy, forces=np.zeros((3, 3)), status=status,
+                          props={"traj": traj, "step": step, "end": end})  # fmt: skip
+
+
+def _reference():
+    ref = data.Dataset({0: data.Molecule(0, "O", "water", split="test")})
+    # traj 0 converged, traj 1 stopped at the step limit, traj 2 ended on an oracle failure
+    for traj, end in ((0, END_CONVERGED), (1, END_LIMIT), (2, END_FAILED)):
+        ref.conformers += [_frame(traj, 0, -74.90, END_LIMIT), _frame(traj, 1, -74.95, end)]
+    return ref
+
+
+def test_only_converged_optimisations_are_references():
+    starts, minima = evaluate.test_set(_reference())
+    assert [c.props["traj"] for c in starts] == [0]
+    assert set(minima) == {0} and minima[0].energy == pytest.approx(-74.95)
+    assert all(c.props["step"] == 0 for c in starts)
+
+
+def test_per_step_table_keeps_failed_labels():
+    starts, minima = evaluate.test_set(_reference())
+    frames = data.Dataset(dict(starts.molecules))
+    frames.conformers = [_frame(0, 0, -74.90, 0), _frame(0, 5, -74.93, 0), _frame(0, 10, np.nan, 0, status="timeout")]
+    for c in frames:
+        c.props["nnp_energy"] = c.energy + 0.001 if np.isfinite(c.energy) else np.nan
+        c.props["nnp_forces"] = np.full((3, 3), 0.01)
+    table = evaluate.per_step_table("golf-1", frames, starts, minima)
+    assert list(table["step"]) == [0, 5, 10]
+    assert table["e_opt"].tolist() == pytest.approx([-74.95] * 3)
+    assert table["dft_status"].tolist() == ["ok", "ok", "timeout"]
+    assert np.isnan(table["e_dft"].iloc[2])  # failed, reported, not dropped
+    assert table["force_err"].iloc[0] == pytest.approx(0.01)  # RMS of NNP - DFT forces
+    assert np.isnan(table["force_err"].iloc[2])
+
+
+def test_mmff_frames_start_and_minimum():
+    starts, _ = evaluate.test_set(_reference())
+    frames = evaluate.mmff_frames(starts, timelimit=100)
+    assert [c.props["step"] for c in frames] == [0, 100]
+    oh = np.linalg.norm(frames.conformers[1].coordinates[1] - frames.conformers[1].coordinates[0])
+    assert 0.94 < oh < 0.99  # MMFF's O-H bond, not the start's
