@@ -75,8 +75,13 @@ def get_labelling_split(wildcards):
 
 def get_max_force_norm(wildcards):
     """The force-norm filter guards training data (D0, GOLF rounds); evaluation labels are
-    measurements, and a diverged geometry's huge forces must count as divergence, not failure."""
-    return float("inf") if wildcards.set.startswith("eval-") else config["oracle"]["max_force_norm"]
+    measurements, and a diverged geometry's huge forces must count as divergence, not failure.
+    """
+    return (
+        float("inf")
+        if wildcards.set.startswith("eval-")
+        else config["oracle"]["max_force_norm"]
+    )
 
 
 def get_previous_model(wildcards):

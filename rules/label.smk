@@ -11,6 +11,7 @@ rule label_chunk:
         "logs/label/{set}/chunk-{chunk}.log",
     benchmark:
         "benchmarks/label/{set}/chunk-{chunk}.tsv"
+    priority: 5  # labels feed the training chain; the oracle optimisations can wait
     conda:
         "../envs/psi4.yaml"
     threads: config["oracle"]["threads"]

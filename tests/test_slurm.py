@@ -323,10 +323,15 @@ def test_job_killed_by_slurm_is_retried(toy_runs):
     assert "Trying to restart job" in run.log, "Snakemake did not resubmit the killed job"
 
 
-# --- the project's workflow: conformers + scattered Psi4 labelling through sbatch ---------------------------
+# --- the project's whole tiny study through sbatch ------------------------------------------------------------
 
 TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
-PROJECT_TARGET = "results/labels/d0.h5"  # conformers -> label_chunk x oracle.chunks -> gather_labels
+PROJECT_TARGET = "results/labels/d0.h5"  # compared label by label with the local run
+PROJECT_RULES = {  # every rule of the workflow that the tiny study runs
+    "conformers", "label_chunk", "gather_labels", "train_baseline", "golf_optimize", "golf_select",
+    "golf_train", "golf_round_stats", "oracle_optimize", "gather_optimisation", "train_traj",
+    "eval_optimize", "eval_table", "report",
+}  # fmt: skip
 
 
 def _project_workdir(path: Path) -> Path:
@@ -339,16 +344,18 @@ def _project_workdir(path: Path) -> Path:
 
 
 @pytest.mark.skipif(not TINY_CONFIG.exists(), reason=f"the tiny study config {TINY_CONFIG} is not there")
-def test_project_workflow_labels_through_slurm(slurm_cluster, tmp_path_factory):
+def test_project_workflow_through_slurm(slurm_cluster, tiny_study, tmp_path_factory):
+    """The whole tiny study (all its rules, report included) through sbatch, against the local run
+    of the same study (the ``tiny_study`` fixture)."""
+    import pandas as pd
+
     from golf import data
 
     base = tmp_path_factory.mktemp("project")
-    args = [PROJECT_TARGET, f"--configfile={TINY_CONFIG}"]  # `=`: the option takes several values
-    local = run_snakemake(local_args(ROOT / "Snakefile", *args), _project_workdir(base / "local"), timeout=300)
-    assert local.returncode == 0, f"local run failed:\n{_tail(local)}"
+    args = [f"--configfile={TINY_CONFIG}"]  # `=`: the option takes several values
     before = set(slurm_records())
-    run = run_snakemake(slurm_args(ROOT / "Snakefile", *args), _project_workdir(base / "slurm"))
-    print(f"\nproject workflow ({PROJECT_TARGET}): SLURM {run.seconds:.1f} s, local {local.seconds:.1f} s")
+    run = run_snakemake(slurm_args(ROOT / "Snakefile", *args), _project_workdir(base / "slurm"), timeout=1200)
+    print(f"\nproject workflow (tiny study): SLURM {run.seconds:.1f} s")
     assert run.returncode == 0, f"Snakemake through SLURM failed:\n{_tail(run)}"
 
     # every rule's job went through sbatch: one SLURM job per Snakemake job, all completed, all of this run
@@ -356,14 +363,14 @@ def test_project_workflow_labels_through_slurm(slurm_cluster, tmp_path_factory):
     oracle = yaml.safe_load(TINY_CONFIG.read_text())["oracle"]
     ours = [r for i, r in records.items() if i not in before]
     assert len({r.name for r in ours}) == 1, f"the new SLURM jobs are not all of one Snakemake run: {ours}"
-    assert sorted(r.rule for r in ours) == sorted(["conformers", "gather_labels", *["label_chunk"] * oracle["chunks"]])
+    assert {r.rule for r in ours} == PROJECT_RULES
     assert all(r.state == "COMPLETED" and r.partition == PARTITION for r in ours), ours
     assert {r.job_id for r in ours} <= allocated
     # label_chunk's threads (oracle.threads) reached SLURM as its CPU count
     assert {r.cpus for r in ours if r.rule == "label_chunk"} == {oracle.get("threads", 1)}
 
     # the same labels as the local run (each run computed its own: separate label caches)
-    got, want = data.read(run.workdir / PROJECT_TARGET), data.read(local.workdir / PROJECT_TARGET)
+    got, want = data.read(run.workdir / PROJECT_TARGET), data.read(tiny_study / PROJECT_TARGET)
     assert len(got) == len(want) > 0
     assert any(c.labelled for c in want), "the local run labelled nothing: nothing to compare"
     assert [c.status for c in got] == [c.status for c in want]
@@ -374,3 +381,7 @@ def test_project_workflow_labels_through_slurm(slurm_cluster, tmp_path_factory):
         if b.labelled:
             assert abs(a.energy - b.energy) < 1e-7  # Hartree; the same Psi4, the same geometry
             assert abs(a.forces - b.forces).max() < 1e-6  # Hartree/Angstrom
+
+    # the study ran to its end: the same models in the report as the local run
+    summary = "results/report/summary.csv"
+    assert set(pd.read_csv(run.workdir / summary)["model"]) == set(pd.read_csv(tiny_study / summary)["model"])

@@ -20,7 +20,8 @@ def _wall_seconds(paths: list[str]) -> float:
 
 def round_stats(round_index: int, trajectories: Dataset, selected: Dataset, labels: Dataset, benchmarks: dict):
     """One-row DataFrame: candidates, selected, skips and label failures by reason, trajectory
-    lengths, the step of the first MMFF rise, and wall time per stage (from benchmark files)."""
+    lengths, the step of the first MMFF rise, and time per stage: the wall times of the stage's
+    jobs from their benchmark files, summed (labelling chunks may have run side by side)."""
     lengths, rises, ends = {}, [], Counter()
     for c in trajectories:
         traj = int(c.props["traj"])
@@ -42,5 +43,5 @@ def round_stats(round_index: int, trajectories: Dataset, selected: Dataset, labe
     row |= {f"skipped_{k.removeprefix('skipped_')}": v for k, v in sorted(skipped.items())}
     failed = Counter(c.status for c in labels if not c.labelled and c.status not in skipped)
     row |= {f"label_failed_{k}": v for k, v in sorted(failed.items())}
-    row |= {f"seconds_{stage}": _wall_seconds(paths) for stage, paths in benchmarks.items()}
+    row |= {f"job_seconds_{stage}": _wall_seconds(paths) for stage, paths in benchmarks.items()}
     return pd.DataFrame([row])
