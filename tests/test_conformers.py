@@ -146,13 +146,24 @@ def test_split_by_molecule_respects_test_fraction():
 
 
 def test_split_never_leaves_the_training_set_empty():
-    specs = [_spec("C", "methane"), _spec("O", "water")]
+    specs = [_spec("C", "methane"), _spec("CC", "ethane")]
     ds = generate_conformers(specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.9, attempts=2)
     assert sorted(m.split for m in ds.molecules.values()) == ["test", "train"]
     single = generate_conformers(specs[:1], elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.5)
     assert [m.split for m in single.molecules.values()] == ["train"]
     none = generate_conformers(specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.0)
     assert all(m.split == "train" for m in none.molecules.values())
+
+
+def test_a_molecule_with_an_element_no_other_has_stays_in_training():
+    """Testing an NNP on an element it never saw is meaningless: such molecules are never test."""
+    specs = [_spec("CO", "methanol"), _spec("CCO", "ethanol"), _spec("CN", "methylamine"), _spec("CCC", "propane")]
+    for seed in range(8):
+        ds = generate_conformers(specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.5,
+                                 attempts=2, seed=seed)  # fmt: skip
+        split = {m.name: m.split for m in ds.molecules.values()}
+        assert split["methylamine"] == "train"  # the only molecule with N
+        assert list(split.values()).count("test") == 2
 
 
 @pytest.mark.parametrize("seed", [0, -1, -7])

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from golf import data
-from golf import evaluate
+from golf import data, evaluate
 from golf.oracle_optimize import END_CONVERGED, END_FAILED, END_LIMIT
 
 

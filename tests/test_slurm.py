@@ -216,9 +216,10 @@ def slurm_records() -> dict[int, JobRecord]:
 
 
 def allocated_job_ids() -> set[int]:
-    """Job ids slurmctld allocated resources to, from its log ("sched: Allocate JobId=N ...")."""
+    """Job ids slurmctld allocated resources to, from its log: "sched: Allocate JobId=N" from the
+    main scheduler, "sched/backfill: _start_job: Started JobId=N" from the backfill scheduler."""
     text = (SLURM_DIR / "log" / "slurmctld.log").read_text(errors="replace")
-    return {int(m) for m in re.findall(r"sched: Allocate JobId=(\d+)", text)}
+    return {int(m) for m in re.findall(r"(?:sched: Allocate|backfill: _start_job: Started) JobId=(\d+)", text)}
 
 
 def logged_job_id(path: Path) -> int:
