@@ -44,6 +44,17 @@ def oracle_settings(oracle_config: dict, workers: int = 1):
     )
 
 
+def oracle_provenance(oracle) -> dict:
+    """File attributes of a set the oracle labelled: level of theory, Psi4 version, and the
+    calls it made and labels it found in the cache (the resume tests read these)."""
+    return {
+        "level_of_theory": oracle.settings.level_of_theory,
+        "psi4_version": oracle.psi4_version,
+        "oracle_calls": oracle.calls,
+        "cache_hits": oracle.cache_hits,
+    }
+
+
 def new_model(config: dict, d0):
     """An untrained NNP sized by the config, self energies fitted on D0 (residual learning)."""
     from golf import nnp

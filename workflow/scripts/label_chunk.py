@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 from golf import data
 from golf.labels import label_pending
 from golf.oracle import Oracle
-from golf.workflow import log_to, oracle_settings
+from golf.workflow import log_to, oracle_provenance, oracle_settings
 
 log_to(snakemake.log[0])
 chunk, n_chunks = int(snakemake.wildcards.chunk), snakemake.params.n_chunks
@@ -22,11 +22,5 @@ for row, conformer in zip(rows, part.conformers, strict=True):
 
 with Oracle(oracle_settings(snakemake.params.oracle)) as oracle:
     labelled = label_pending(oracle, part)
-    labelled.attrs.update(
-        kind="labels",
-        level_of_theory=oracle.settings.level_of_theory,
-        psi4_version=oracle.psi4_version,
-        oracle_calls=oracle.calls,
-        cache_hits=oracle.cache_hits,
-    )
+    labelled.attrs.update(kind="labels", **oracle_provenance(oracle))
 data.write(snakemake.output.labels, labelled)

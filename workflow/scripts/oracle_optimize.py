@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 from golf import data
 from golf.oracle import Oracle
 from golf.oracle_optimize import optimise_dataset, shuffled
-from golf.workflow import log_to, oracle_settings, validation_molecules
+from golf.workflow import log_to, oracle_provenance, oracle_settings, validation_molecules
 
 log_to(snakemake.log[0])
 params = snakemake.params
@@ -35,11 +35,5 @@ with Oracle(oracle_settings(params.oracle)) as oracle:
         budget=params.budget,
         order=order,
     )
-    trajectories.attrs.update(
-        kind="oracle_optimisation",
-        level_of_theory=oracle.settings.level_of_theory,
-        psi4_version=oracle.psi4_version,
-        oracle_calls=oracle.calls,
-        cache_hits=oracle.cache_hits,
-    )
+    trajectories.attrs.update(kind="oracle_optimisation", **oracle_provenance(oracle))
 data.write(snakemake.output.trajectories, trajectories)
