@@ -164,14 +164,11 @@ def optimise_with_model(
     if missing:
         raise CLIError(f"the model covers elements {' '.join(model.elements)}; the input has atomic numbers {missing}")
 
-    def energy_forces(species, coordinates):
-        return model.energies_forces(species, coordinates)
-
     def converged(result):
         return [float(result.forces[i].abs().max()) < fmax for i in range(len(result))]
 
     trajectories = optimize(
-        energy_forces,
+        model.energies_forces,
         [c.species for c in dataset],
         [c.coordinates for c in dataset],
         steps=steps,

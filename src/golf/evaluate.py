@@ -54,11 +54,8 @@ def nnp_frames(
 
     from golf.optimize import optimize
 
-    def energy_forces(species, coordinates):
-        return model.energies_forces(species, coordinates)
-
     trajectories = optimize(
-        energy_forces,
+        model.energies_forces,
         [c.species for c in starts],
         [c.coordinates for c in starts],
         steps=timelimit,

@@ -103,13 +103,13 @@ def run_golf_trajectories(
     starts = start_pool(d0, surrogates, exclude_molecules)
     max_trajectories = max_trajectories or 50 * n_candidates
     order = _start_order(len(starts), np.random.default_rng(seed))
-    device = model.device
-
-    def energy_forces(species, coordinates):
-        return model.energies_forces(species, coordinates)
 
     opt = BatchedLBFGS(
-        energy_forces, batch_size=parallel, max_displacement=max_displacement, dtype=torch.float32, device=device
+        model.energies_forces,
+        batch_size=parallel,
+        max_displacement=max_displacement,
+        dtype=torch.float32,
+        device=model.device,
     )
     running: dict[int, _Running] = {}
     out = Dataset(dict(starts.molecules), [], {"kind": "golf_trajectories", "end_reasons": list(END_REASONS)})
