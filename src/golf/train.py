@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
+import json
 import logging
 import math
 import os
@@ -269,6 +271,290 @@ def _evaluate(model: NNP, pool: _Pool, rho: float, chunk: int) -> tuple[float, f
     return loss, e_abs / pool.size * HARTREE_TO_KCALPERMOL, f_abs / n_comp * HARTREE_TO_KCALPERMOL
 
 
+# === the pieces of a training run ==========================================================
+
+
+@dataclass
+class _Pools:
+    """Training pools (D0, new data), the validation pool and the held-out molecules."""
+
+    d0: _Pool
+    new: _Pool | None
+    val: _Pool | None
+    val_ids: set[int]
+
+
+def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSettings, device) -> _Pools:
+    """Labelled conformations into device pools, the validation molecules held out (by molecule)."""
+    d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
+    val_ids = split_molecules([c.molecule_id for c in d0_rows], settings.val_fraction, settings.seed)
+    val_rows = [c for c in d0_rows + new_rows if c.molecule_id in val_ids]
+    d0_rows = [c for c in d0_rows if c.molecule_id not in val_ids]
+    new_rows = [c for c in new_rows if c.molecule_id not in val_ids]
+    if not d0_rows and not new_rows:
+        raise TrainError("no labelled (status 'ok') training conformations with finite energies and forces")
+    if not d0_rows:  # a pure-new fine-tune: treat the new data as the only pool
+        d0_rows, new_rows = new_rows, []
+    n_max = max(len(c.species) for c in d0_rows + new_rows + val_rows)
+    dtype = model.dtype
+    pools = _Pools(
+        d0=_Pool(model, d0_rows, n_max, device, dtype),
+        new=_Pool(model, new_rows, n_max, device, dtype) if new_rows else None,
+        val=_Pool(model, val_rows, n_max, device, dtype) if val_rows else None,
+        val_ids=val_ids,
+    )
+    log.info(
+        "training on %d D0 + %d new conformations, validating on %d (%d molecules); %d steps on %s",
+        pools.d0.size,
+        pools.new.size if pools.new else 0,
+        pools.val.size if pools.val else 0,
+        len(val_ids),
+        settings.steps,
+        device,
+    )
+    return pools
+
+
+def _optimizer(model: NNP, settings: TrainSettings):
+    """Fresh Adam and a cosine decay to lr * lr_min_factor (golf-paper.md §1.5): (params, optimizer, scheduler).
+
+    One cosine over ``schedule_total`` steps, of which this call runs steps [schedule_start,
+    schedule_start + steps): GOLF rounds are separate jobs that share one schedule over the whole
+    budget K x U, as the paper's single training run does.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    total = settings.schedule_total or settings.steps
+    floor = settings.lr_min_factor
+
+    def cosine(step: int) -> float:
+        progress = min(settings.schedule_start + step, total) / total
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+
+
+def _sampler_rng(settings: TrainSettings) -> np.random.Generator:
+    return np.random.default_rng([settings.seed, 0xBA7C4])
+
+
+def _next_batch(rng: np.random.Generator, pools: _Pools, settings: TrainSettings) -> tuple[Tensor, ...]:
+    """One training batch (elem_idxs, coords, energies, forces, n_atoms), D0 and new data mixed."""
+    idx_d0, idx_new = batch_composition(
+        rng, pools.d0.size, pools.new.size if pools.new else 0, settings.batch_size, settings.initial_conf_pct
+    )
+    parts = [(pools.d0, idx_d0)] + ([(pools.new, idx_new)] if pools.new is not None and len(idx_new) else [])
+    n = max(pool.max_atoms(idx) for pool, idx in parts)
+    device = pools.d0.n_atoms.device
+    gathered = [pool.gather(torch.as_tensor(idx, device=device), n) for pool, idx in parts]
+    return tuple(torch.cat(columns) for columns in zip(*gathered, strict=True))
+
+
+@dataclass
+class _Progress:
+    """Everything of a run that changes per step, besides the model, optimiser, schedule and RNGs."""
+
+    step: int  # the last finished step
+    skipped: int
+    acc: dict[str, Tensor]  # running sums of training errors since the last evaluation (no sync per step)
+    acc_steps: int
+    history: list[dict]
+    best_loss: float
+    best_step: int
+    best_state: dict[str, Tensor] | None
+    elapsed_before: float  # seconds spent before this process (a resumed run)
+
+    @classmethod
+    def fresh(cls, device) -> _Progress:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        acc = {k: zero.clone() for k in ("loss", "e_abs", "f_abs", "n_comp", "n")}
+        return cls(0, 0, acc, 0, [], math.inf, 0, None, 0.0)
+
+
+def _train_step(model: NNP, params, optimizer, batch, settings: TrainSettings, run: _Progress) -> None:
+    """One gradient step; a non-finite loss or gradient skips the update (counted in ``run.skipped``)."""
+    terms = _batch_terms(model, batch, create_graph=True)
+    loss = _loss(settings.rho, terms[0], terms[1])
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        run.skipped += 1
+        return
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    if not torch.isfinite(grad_norm):
+        run.skipped += 1
+        return
+    optimizer.step()
+    with torch.no_grad():
+        run.acc["loss"] += loss.detach().double()
+        run.acc["e_abs"] += terms[2].detach().sum().double()
+        run.acc["f_abs"] += terms[3].detach().sum().double()
+        run.acc["n_comp"] += terms[4].sum().double()
+        run.acc["n"] += terms[2].shape[0]
+    run.acc_steps += 1
+
+
+def _validate(model: NNP, pools: _Pools, settings: TrainSettings, lr: float, run: _Progress, elapsed: float) -> dict:
+    """A metrics row at ``run.step``: training errors since the last row, validation errors; best-model check."""
+    row = dict.fromkeys(HISTORY_COLUMNS, float("nan"))
+    row.update(step=run.step, lr=lr, skipped_steps=run.skipped)
+    if run.acc_steps:
+        acc = run.acc
+        row["train_loss"] = float(acc["loss"]) / run.acc_steps
+        row["train_energy_mae_kcalmol"] = float(acc["e_abs"] / acc["n"]) * HARTREE_TO_KCALPERMOL
+        row["train_force_mae_kcalmol_per_A"] = float(acc["f_abs"] / acc["n_comp"]) * HARTREE_TO_KCALPERMOL
+    for value in run.acc.values():
+        value.zero_()
+    run.acc_steps = 0
+    if pools.val is not None:
+        model.eval()
+        val = _evaluate(model, pools.val, settings.rho, settings.batch_size)
+        model.train()
+        row["val_loss"], row["val_energy_mae_kcalmol"], row["val_force_mae_kcalmol_per_A"] = val
+        # Step 0 (the model before training) is never the result: with few molecules the
+        # validation loss of a random model can be the lowest, and returning it would silently
+        # undo the training. NaN never counts as better.
+        if run.step > 0 and val[0] < run.best_loss:
+            run.best_loss, run.best_step = val[0], run.step
+            run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    row["elapsed_s"] = elapsed
+    run.history.append(row)
+    return row
+
+
+class _MetricsCSV:
+    """The metrics CSV, line-buffered so it is readable while training runs; a resumed run rewrites
+    the rows it restored, so the file always matches the history."""
+
+    def __init__(self, path: str | os.PathLike | None, rows: list[dict]):
+        self._file = None
+        if path is None:
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w", newline="", buffering=1)
+        self._writer = csv.DictWriter(self._file, fieldnames=HISTORY_COLUMNS)
+        self._writer.writeheader()
+        self._writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        if self._file is not None:
+            self._writer.writerow(row)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+# === training checkpoints (resuming a killed job) ==========================================
+
+CHECKPOINT_FORMAT = 1
+
+
+def run_digest(model: NNP, settings: TrainSettings, data_digest: str) -> str:
+    """What a training checkpoint belongs to: the starting model, the settings (but the device) and the data.
+
+    The device is left out so that a job retried on another node resumes; the result is then
+    the same up to floating-point differences between devices.
+    """
+    h = hashlib.sha256()
+    s = asdict(settings)
+    s.pop("device")
+    head = {"format": CHECKPOINT_FORMAT, "settings": s, "data": data_digest, "meta": model.meta}
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, digest: str, model, optimizer, scheduler, rng, run: _Progress, elapsed: float):
+    """Write the run's whole state to ``path`` atomically: a SIGKILL mid-write leaves the last one intact."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "digest": digest,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        # plain types only, for torch.load(weights_only=True); JSON keeps PCG64's 128-bit integers
+        "sampler_rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "step": run.step,
+        "skipped": run.skipped,
+        "acc": run.acc,
+        "acc_steps": run.acc_steps,
+        "history": run.history,
+        "best_loss": run.best_loss,
+        "best_step": run.best_step,
+        "best_state": run.best_state,
+        "elapsed_s": elapsed,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")  # one fixed name: a killed write's leftover is overwritten
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # the data is on disk before the rename makes it the checkpoint
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, digest: str, steps: int, device) -> dict | None:
+    """The checkpoint's state if it belongs to this run; None (with a warning) if unreadable or foreign."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a training checkpoint of format {CHECKPOINT_FORMAT}")
+    except Exception as err:  # torch.load raises many types for a damaged file; all mean the same here
+        log.warning(
+            "training checkpoint %s is unreadable (%s: %s); training starts over", path, type(err).__name__, err
+        )
+        return None
+    if state.get("digest") != digest:
+        log.warning(
+            "training checkpoint %s belongs to other settings, data or starting model (digest %s, this run %s);"
+            " training starts over",
+            path,
+            state.get("digest"),
+            digest,
+        )
+        return None
+    if not 0 < int(state.get("step", -1)) < steps:
+        log.warning("training checkpoint %s is at step %s of %d; training starts over", path, state.get("step"), steps)
+        return None
+    return state
+
+
+def _restore(state: dict, model, optimizer, scheduler, rng, device) -> _Progress:
+    """Load a checkpoint into fresh objects; raises on any mismatch (the caller then starts over)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = json.loads(state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    acc = {k: v.to(device=device, dtype=torch.float64) for k, v in state["acc"].items()}
+    if set(acc) != {"loss", "e_abs", "f_abs", "n_comp", "n"}:
+        raise ValueError(f"unexpected accumulators {sorted(acc)}")
+    best = state["best_state"]
+    return _Progress(
+        step=int(state["step"]),
+        skipped=int(state["skipped"]),
+        acc=acc,
+        acc_steps=int(state["acc_steps"]),
+        history=[dict(row) for row in state["history"]],
+        best_loss=float(state["best_loss"]),
+        best_step=int(state["best_step"]),
+        best_state=None if best is None else {k: v.to(device) for k, v in best.items()},
+        elapsed_before=float(state["elapsed_s"]),
+    )
+
+
+# === the run ===============================================================================
+
+
 def train(
     model: NNP,
     d0: Dataset,
@@ -276,6 +562,8 @@ def train(
     settings: TrainSettings | None = None,
     metrics_csv: str | os.PathLike | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
 ) -> TrainResult:
     """Train (or fine-tune) ``model`` on energies and forces; ``model`` itself is not modified.
 
@@ -287,6 +575,12 @@ def train(
         settings: see :class:`TrainSettings`. A fresh Adam and cosine schedule are made per call.
         metrics_csv: where to write one row per evaluation (columns ``HISTORY_COLUMNS``).
         progress: show a tqdm bar on stderr.
+        checkpoint: a file for the run's state, written every ``checkpoint_every`` steps; a call
+            that finds one written for the same starting model, settings and data continues from
+            it and returns what an uninterrupted run returns (bit-identical on CPU). An unreadable
+            or foreign file is reported and ignored. Removed when training finishes. It must not
+            be a Snakemake output: Snakemake deletes the outputs of a failed job.
+        checkpoint_every: steps between checkpoints.
 
     Returns:
         :class:`TrainResult` with the best model by validation loss (on the chosen device,
@@ -295,165 +589,94 @@ def train(
     from tqdm.auto import tqdm
 
     settings = settings or TrainSettings()
+    if checkpoint_every < 1:
+        raise TrainError(f"checkpoint_every = {checkpoint_every!r}; must be >= 1")
     device = resolve_device(settings.device)
     # The AEV's exponential and cutoff terms produce subnormal floats; on CPU arithmetic on
     # them is ~3-5x slower (measured on the force-loss double backward). Flushing them to zero
     # changes values below 1e-38 only. This is a process-wide setting and stays on.
     torch.set_flush_denormal(True)
-    model = copy.deepcopy(model).to(device)
-    dtype = model.dtype
+    start_model = model
+    model = copy.deepcopy(start_model).to(device)
+    pools = _make_pools(model, d0, new, settings, device)
+    data_digest = dataset_digest(d0, *([new] if new is not None else []))
 
-    # === data: labelled conformations, validation molecules held out (by molecule) ===
-    d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
-    val_ids = split_molecules([c.molecule_id for c in d0_rows], settings.val_fraction, settings.seed)
-    val_rows = [c for c in d0_rows + new_rows if c.molecule_id in val_ids]
-    d0_rows = [c for c in d0_rows if c.molecule_id not in val_ids]
-    new_rows = [c for c in new_rows if c.molecule_id not in val_ids]
-    if not d0_rows and not new_rows:
-        raise TrainError("no labelled (status 'ok') training conformations with finite energies and forces")
-    if not d0_rows:  # a pure-new fine-tune: treat the new data as the only pool
-        d0_rows, new_rows = new_rows, []
-    n_max = max(len(c.species) for c in d0_rows + new_rows + val_rows)
-    pool_d0 = _Pool(model, d0_rows, n_max, device, dtype)
-    pool_new = _Pool(model, new_rows, n_max, device, dtype) if new_rows else None
-    pool_val = _Pool(model, val_rows, n_max, device, dtype) if val_rows else None
-    log.info(
-        "training on %d D0 + %d new conformations, validating on %d (%d molecules); %d steps on %s",
-        pool_d0.size,
-        pool_new.size if pool_new else 0,
-        pool_val.size if pool_val else 0,
-        len(val_ids),
-        settings.steps,
-        device,
+    params, optimizer, scheduler = _optimizer(model, settings)
+    rng = _sampler_rng(settings)
+    run = _Progress.fresh(device)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    digest = run_digest(start_model, settings, data_digest) if ckpt_path else ""
+    state = _load_checkpoint(ckpt_path, digest, settings.steps, device) if ckpt_path else None
+    if state is not None:
+        try:
+            run = _restore(state, model, optimizer, scheduler, rng, device)
+            log.info("resuming from training checkpoint %s at step %d of %d", ckpt_path, run.step, settings.steps)
+        except Exception as err:  # never continue from half a state: rebuild everything
+            log.warning(
+                "training checkpoint %s does not fit (%s: %s); training starts over", ckpt_path, type(err).__name__, err
+            )
+            model = copy.deepcopy(start_model).to(device)
+            params, optimizer, scheduler = _optimizer(model, settings)
+            rng = _sampler_rng(settings)
+            run = _Progress.fresh(device)
+        del state
+
+    start_time = time.perf_counter() - run.elapsed_before
+    metrics = _MetricsCSV(metrics_csv, run.history)
+    bar = tqdm(
+        total=settings.steps, initial=run.step, file=sys.stderr, disable=not progress, desc="train", mininterval=2.0
     )
 
-    # === optimiser: fresh Adam + cosine to lr * lr_min_factor (golf-paper.md §1.5) ===
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=settings.lr)
-    # One cosine over ``schedule_total`` steps, of which this call runs steps
-    # [schedule_start, schedule_start + steps): GOLF rounds are separate jobs that share one
-    # schedule over the whole budget K x U, as the paper's single training run does.
-    total = settings.schedule_total or settings.steps
-    floor = settings.lr_min_factor
-
-    def cosine(step: int) -> float:
-        progress = min(settings.schedule_start + step, total) / total
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-    rng = np.random.default_rng([settings.seed, 0xBA7C4])
-
-    writer = None
-    csv_file = None
-    if metrics_csv is not None:
-        Path(metrics_csv).parent.mkdir(parents=True, exist_ok=True)
-        csv_file = open(metrics_csv, "w", newline="", buffering=1)  # line-buffered: readable while running
-        writer = csv.DictWriter(csv_file, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-
-    history: list[dict] = []
-    start_time = time.perf_counter()
-    best_loss, best_step, best_state = math.inf, 0, None
-    skipped = 0
-    # running sums of training errors since the last evaluation (tensors: no sync per step)
-    zero = torch.zeros((), dtype=torch.float64, device=device)
-    acc = {
-        "loss": zero.clone(),
-        "e_abs": zero.clone(),
-        "f_abs": zero.clone(),
-        "n_comp": zero.clone(),
-        "n": zero.clone(),
-    }
-    acc_steps = 0
-
-    def evaluate(step: int) -> None:
-        nonlocal best_loss, best_step, best_state, acc, acc_steps
-        row = dict.fromkeys(HISTORY_COLUMNS, float("nan"))
-        row.update(step=step, lr=optimizer.param_groups[0]["lr"], skipped_steps=skipped)
-        if acc_steps:
-            row["train_loss"] = float(acc["loss"]) / acc_steps
-            row["train_energy_mae_kcalmol"] = float(acc["e_abs"] / acc["n"]) * HARTREE_TO_KCALPERMOL
-            row["train_force_mae_kcalmol_per_A"] = float(acc["f_abs"] / acc["n_comp"]) * HARTREE_TO_KCALPERMOL
-        for value in acc.values():
-            value.zero_()
-        acc_steps = 0
-        if pool_val is not None:
-            model.eval()
-            val = _evaluate(model, pool_val, settings.rho, settings.batch_size)
-            model.train()
-            row["val_loss"], row["val_energy_mae_kcalmol"], row["val_force_mae_kcalmol_per_A"] = val
-            # Step 0 (the model before training) is never the result: with few molecules the
-            # validation loss of a random model can be the lowest, and returning it would silently
-            # undo the training. NaN never counts as better.
-            if step > 0 and val[0] < best_loss:
-                best_loss, best_step = val[0], step
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        row["elapsed_s"] = time.perf_counter() - start_time
-        history.append(row)
-        if writer is not None:
-            writer.writerow(row)
+    def evaluate() -> None:
+        row = _validate(model, pools, settings, optimizer.param_groups[0]["lr"], run, time.perf_counter() - start_time)
+        metrics.write(row)
         bar.set_postfix(val_loss=f"{row['val_loss']:.3g}", refresh=False)
 
-    bar = tqdm(total=settings.steps, file=sys.stderr, disable=not progress, desc="train", mininterval=2.0)
     try:
-        evaluate(0)
+        if run.step == 0:
+            evaluate()
         model.train()
-        for step in range(1, settings.steps + 1):
-            idx_d0, idx_new = batch_composition(
-                rng, pool_d0.size, pool_new.size if pool_new else 0, settings.batch_size, settings.initial_conf_pct
-            )
-            parts = [(pool_d0, idx_d0)] + ([(pool_new, idx_new)] if pool_new is not None and len(idx_new) else [])
-            n = max(pool.max_atoms(idx) for pool, idx in parts)
-            gathered = [pool.gather(torch.as_tensor(idx, device=device), n) for pool, idx in parts]
-            batch = tuple(torch.cat(columns) for columns in zip(*gathered, strict=True))
-
-            terms = _batch_terms(model, batch, create_graph=True)
-            loss = _loss(settings.rho, terms[0], terms[1])
-            optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-                if torch.isfinite(grad_norm):
-                    optimizer.step()
-                    with torch.no_grad():
-                        acc["loss"] += loss.detach().double()
-                        acc["e_abs"] += terms[2].detach().sum().double()
-                        acc["f_abs"] += terms[3].detach().sum().double()
-                        acc["n_comp"] += terms[4].sum().double()
-                        acc["n"] += terms[2].shape[0]
-                    acc_steps += 1
-                else:
-                    skipped += 1
-            else:
-                skipped += 1
+        while run.step < settings.steps:
+            _train_step(model, params, optimizer, _next_batch(rng, pools, settings), settings, run)
+            run.step += 1
             # The schedule advances on skipped steps too, so it always ends at step `steps`.
             scheduler.step()
             bar.update(1)
-            if step % settings.eval_every == 0 or step == settings.steps:
-                evaluate(step)
+            if run.step % settings.eval_every == 0 or run.step == settings.steps:
+                evaluate()
+            if ckpt_path is not None and run.step % checkpoint_every == 0 and run.step < settings.steps:
+                elapsed = time.perf_counter() - start_time
+                _save_checkpoint(ckpt_path, digest, model, optimizer, scheduler, rng, run, elapsed)
     finally:
         bar.close()
-        if csv_file is not None:
-            csv_file.close()
+        metrics.close()
 
-    if skipped:
-        log.warning("%d of %d steps skipped (non-finite loss or gradient)", skipped, settings.steps)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if ckpt_path is not None:
+        ckpt_path.unlink(missing_ok=True)
+    return _result(model, d0, settings, pools, run, data_digest)
+
+
+def _result(model: NNP, d0: Dataset, settings: TrainSettings, pools: _Pools, run: _Progress, data_digest: str):
+    """The best model with its provenance in ``meta`` and the history."""
+    if run.skipped:
+        log.warning("%d of %d steps skipped (non-finite loss or gradient)", run.skipped, settings.steps)
+    best_step = run.best_step
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     else:
         best_step = settings.steps
     model.eval()
     model.meta = copy.deepcopy(model.meta)
-    model.meta["data_digest"] = dataset_digest(d0, *([new] if new is not None else []))
+    model.meta["data_digest"] = data_digest
     if not model.meta.get("level_of_theory"):
         model.meta["level_of_theory"] = str(d0.attrs.get("level_of_theory", ""))
     model.meta["training"] = {
         "settings": asdict(settings),
         "best_step": best_step,
-        "skipped_steps": skipped,
-        "n_train_d0": pool_d0.size,
-        "n_train_new": pool_new.size if pool_new else 0,
-        "n_val": pool_val.size if pool_val else 0,
-        "val_molecules": sorted(val_ids),
+        "skipped_steps": run.skipped,
+        "n_train_d0": pools.d0.size,
+        "n_train_new": pools.new.size if pools.new else 0,
+        "n_val": pools.val.size if pools.val else 0,
+        "val_molecules": sorted(pools.val_ids),
     }
-    return TrainResult(model, pd.DataFrame(history, columns=HISTORY_COLUMNS), best_step, skipped)
+    return TrainResult(model, pd.DataFrame(run.history, columns=HISTORY_COLUMNS), best_step, run.skipped)
