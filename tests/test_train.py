@@ -4,6 +4,15 @@ E = sum_atoms e0[Z] + sum_bonds K (r - r0)^2, with r0 the bond length of the emb
 forces are analytic. Conformations are the embedded geometry plus Gaussian noise.
 """
 
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -200,3 +209,154 @@ def test_ensemble_members_are_each_trained():
         keys = [k for k in before if member in k]
         assert keys and not all(torch.equal(before[k], after[k]) for k in keys)
     assert np.isfinite(result.history["val_loss"]).all()
+
+
+# --- resumable training -------------------------------------------------------------------
+
+RESUME = dict(steps=150, batch_size=8, lr=2e-3, eval_every=7, val_fraction=0.2, device="cpu", seed=4)
+EVERY = 5  # checkpoint every 5 steps: not a multiple of eval_every, so partial metric sums are restored
+
+
+def _resume_data():
+    return synthetic_dataset(n_conf=3), synthetic_dataset(n_conf=2, noise=0.08, seed=1)
+
+
+def _same_result(a, b):
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.best_step == b.best_step and a.skipped_steps == b.skipped_steps
+    pd.testing.assert_frame_equal(a.history.drop(columns="elapsed_s"), b.history.drop(columns="elapsed_s"))
+
+
+# The training in a process of its own, so that it can be killed for real.
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    sys.path.insert(0, sys.argv[1])
+    torch.set_num_threads(1)
+    from test_train import EVERY, RESUME, _model, _resume_data
+    from golf.train import TrainSettings, train
+    d0, new = _resume_data()
+    train(_model(d0), d0, new, TrainSettings(**RESUME), progress=False, checkpoint=sys.argv[2], checkpoint_every=EVERY)
+    """
+)
+
+
+def test_killed_training_resumes_to_the_same_model(tmp_path, caplog):
+    d0, new = _resume_data()
+    settings = TrainSettings(**RESUME)
+    reference = train(_model(d0), d0, new, settings, metrics_csv=tmp_path / "ref.csv", progress=False)
+
+    ckpt = tmp_path / "run.ckpt"
+    env = {**os.environ, "TORCHANI_NO_WARN_EXTENSIONS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(Path(__file__).parent), str(ckpt)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished (or failed) before a checkpoint was seen"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    step = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < step < settings.steps and step % EVERY == 0
+
+    with caplog.at_level(logging.INFO, logger="golf.train"):
+        resumed = train(
+            _model(d0), d0, new, settings, metrics_csv=tmp_path / "resumed.csv", progress=False, checkpoint=ckpt
+        )
+    assert f"at step {step} of {settings.steps}" in caplog.text
+    _same_result(resumed, reference)
+    ref_csv, res_csv = (pd.read_csv(tmp_path / f).drop(columns="elapsed_s") for f in ("ref.csv", "resumed.csv"))
+    pd.testing.assert_frame_equal(res_csv, ref_csv)  # the CSV holds the rows of both processes
+    assert not ckpt.exists()  # a finished run leaves no checkpoint behind
+
+
+SHORT = dict(steps=12, batch_size=8, lr=2e-3, eval_every=4, val_fraction=0.2, device="cpu", seed=4)
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    d0, _ = _resume_data()
+    settings = TrainSettings(**SHORT)
+    reference = train(_model(d0), d0, None, settings, progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    real_save = torch.save
+    calls = []
+
+    def save_then_die(obj, f, *args, **kwargs):  # the second write dies half-way, as under a SIGKILL
+        calls.append(obj["step"])
+        if len(calls) == 2:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise KeyboardInterrupt
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    monkeypatch.undo()
+    assert calls == [3, 6]
+    assert torch.load(ckpt, weights_only=True)["step"] == 3  # the previous checkpoint, intact
+    _same_result(train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=3), reference)
+
+
+def _checkpoint_at(tmp_path, d0, settings, step_limit):
+    """A real checkpoint at ``step_limit`` (every 3 steps) of a run of ``settings``, stopped right after writing it."""
+    ckpt = tmp_path / "run.ckpt"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_replace = os.replace
+
+    def replace_then_stop(src, dst):
+        real_replace(src, dst)
+        if torch.load(dst, weights_only=True)["step"] >= step_limit:
+            stop()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", replace_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    return ckpt
+
+
+def test_corrupt_checkpoint_is_reported_and_training_starts_over(tmp_path, caplog):
+    d0, _ = _resume_data()
+    settings = TrainSettings(**SHORT)
+    reference = train(_model(d0), d0, None, settings, progress=False)
+    ckpt = _checkpoint_at(tmp_path, d0, settings, 6)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])  # a truncated file
+    with caplog.at_level(logging.WARNING, logger="golf.train"):
+        result = train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=100)
+    assert "unreadable" in caplog.text and "starts over" in caplog.text
+    _same_result(result, reference)
+    caplog.clear()
+    ckpt.write_bytes(b"not a checkpoint at all")
+    with caplog.at_level(logging.WARNING, logger="golf.train"):
+        _same_result(train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt), reference)
+    assert "unreadable" in caplog.text
+
+
+def test_checkpoint_of_other_settings_or_data_is_not_used(tmp_path, caplog):
+    d0, new = _resume_data()
+    settings = TrainSettings(**SHORT)
+    ckpt = _checkpoint_at(tmp_path, d0, settings, 6)
+    saved = ckpt.read_bytes()
+    other = TrainSettings(**{**SHORT, "lr": 1e-3})
+    with caplog.at_level(logging.WARNING, logger="golf.train"):
+        result = train(_model(d0), d0, None, other, progress=False, checkpoint=ckpt)
+    assert "belongs to other settings" in caplog.text
+    _same_result(result, train(_model(d0), d0, None, other, progress=False))
+    # the same settings with other data, or another starting model: also a fresh start
+    for model, data in ((_model(d0), new), (_model(d0, seed=1), d0)):
+        ckpt.write_bytes(saved)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="golf.train"):
+            train(model, data, None, settings, progress=False, checkpoint=ckpt)
+        assert "belongs to other settings" in caplog.text
+    with pytest.raises(TrainError, match="checkpoint_every"):
+        train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=0)
