@@ -63,21 +63,33 @@ def test_pct_and_e_res_vectorised():
     assert metrics.pct(-1.0, -3.0, -2.0) == pytest.approx(200.0)  # lower minimum than the oracle
 
 
+def _wilson(k, n, z=1.959963984540054):
+    """Independent reference: the Wilson score interval in %, from its textbook formula."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * (centre - half), 100 * (centre + half)
+
+
 def test_step_metrics_known_values(per_step):
     sm = metrics.step_metrics(per_step)
     assert list(sm["model"].unique()) == ["oracle", "baseline"]
+    assert set(sm["protocol"]) == {"paper"}  # no protocol column: the paper's
     last = sm[(sm.model == "baseline") & (sm.step == 2)].iloc[0]
-    assert last.n == 5
-    assert last.n_failed == 1  # counted, not dropped
+    assert last.n == 5 and last.n_evaluated == 5
+    assert last.n_failed == 1 and last.n_label_failed == 1 and last.n_nonfinite == 0  # counted, not dropped
     assert last.n_valid == 4
-    assert last.n_diverged == 1
-    assert last.pct_div == pytest.approx(25.0)  # 1 of the 4 labelled
+    assert last.n_diverged_energy == 1
+    assert last.n_diverged == 2  # the failed label counts as diverged
+    assert last.pct_div == pytest.approx(40.0)  # 2 of all 5 the model was run on
+    assert (last.pct_div_low, last.pct_div_high) == pytest.approx(_wilson(2, 5))
     kept_pct = [100.0, 50.0, 95.0]
     assert last.pct_mean == pytest.approx(np.mean(kept_pct))
     assert last.pct_std == pytest.approx(np.std(kept_pct))
     assert last.e_res_mean == pytest.approx(np.mean([0.0, 0.005, 0.0005]) * KCAL)
     assert last.pct_success == pytest.approx(200.0 / 3)  # 2 of the 3 non-diverged
-    assert last.pct_success_of_valid == pytest.approx(50.0)  # 2 of the 4 labelled
+    assert (last.pct_success_low, last.pct_success_high) == pytest.approx(_wilson(2, 3))
+    assert last.pct_success_of_all == pytest.approx(40.0)  # 2 of the 5
     # NNP error: every labelled row is off by 1 mHa; the failed row has none.
     assert last.e_err_median == pytest.approx(0.001 * KCAL)
     assert last.e_err_p10 == pytest.approx(0.001 * KCAL)
@@ -92,22 +104,79 @@ def test_step_metrics_known_values(per_step):
     assert np.isnan(oracle.e_err_median) and np.isnan(oracle.f_err_median)  # non-neural: no NNP error
 
 
+def test_nonfinite_and_failed_labels_count_as_diverged():
+    finals = [
+        (1, -100.01, "ok"),  # success
+        (2, np.nan, "skipped_nonfinite"),  # trajectory blew up: never labelled
+        (3, np.nan, "scf_not_converged"),  # final geometry's DFT label failed
+        (4, np.nan, "skipped_no_mmff"),  # not run: outside every denominator
+    ]
+    df = pd.DataFrame(_rows("golf-1", finals))
+    s = metrics.summarise(df, final_step=2).iloc[0]
+    assert (s.n, s.n_not_run, s.n_evaluated) == (4, 1, 3)
+    assert (s.n_nonfinite, s.n_label_failed, s.n_missing, s.n_failed) == (1, 1, 0, 2)
+    assert s.n_diverged == 2 and s.n_diverged_energy == 0
+    assert s.pct_div == pytest.approx(200.0 / 3)  # the old code said 0 %: failures were left out
+    assert s.pct_success == 100.0 and s.pct_success_of_all == pytest.approx(100.0 / 3)
+    assert s.e_res_mean == pytest.approx(0.0)
+    # An infinite NNP energy is a blown-up trajectory even with a DFT label.
+    df.loc[(df.conformer_id == 1) & (df.step == 2), "e_nnp"] = np.inf
+    s = metrics.summarise(df, final_step=2).iloc[0]
+    assert s.n_nonfinite == 2 and s.n_diverged == 3 and s.pct_div == pytest.approx(100.0)
+    assert np.isnan(s.e_res_mean)  # nothing left that did not diverge
+
+
 def test_bad_input_is_a_clear_error(per_step):
     with pytest.raises(MetricsError, match="lacks columns"):
         metrics.step_metrics(per_step.drop(columns="e_opt"))
     with pytest.raises(MetricsError, match="duplicate"):
         metrics.step_metrics(pd.concat([per_step, per_step.iloc[:1]]))
+    with pytest.raises(MetricsError, match="DataFrame"):
+        metrics.step_metrics(per_step.to_dict())
 
 
 def test_final_conformations_keeps_a_missing_final_step(per_step):
-    # conformer 5 of the baseline stopped at step 1: it must count as failed at step 2
+    # conformer 5 of the baseline stopped at step 1: it must count as diverged at step 2
     cut = per_step[~((per_step.model == "baseline") & (per_step.conformer_id == 5) & (per_step.step == 2))]
     fin = metrics.final_conformations(cut, final_step=2)
     base = fin[fin.model == "baseline"]
     assert len(base) == 5
-    assert int(base["failed"].sum()) == 2
+    assert int(base["failed"].sum()) == 2 and int(base["missing"].sum()) == 1
     row = base[base.conformer_id == 5].iloc[0]
-    assert row.dft_status == "missing_step" and not row.valid
+    assert row.dft_status == "missing_step" and not row.valid and row.diverged and row.evaluated
+    assert row.e_start == E0 and row.e_opt == EOPT  # the reference energies of its other rows
+    s = metrics.summarise(cut, final_step=2).set_index("model").loc["baseline"]
+    assert s.n_missing == 1 and s.n_diverged == 3 and s.pct_div == pytest.approx(60.0)
+
+
+def test_protocol_and_seed_columns(per_step):
+    paper = per_step.assign(seed=np.where(per_step.model == "oracle", np.nan, 1))
+    capped = paper[paper.model == "baseline"].assign(protocol="capped-0.02")
+    seed2 = paper[paper.model == "baseline"].assign(seed=2)
+    seed2.loc[seed2.step == 2, ["e_dft", "dft_status"]] = [EOPT, "ok"]  # seed 2 reaches the minimum everywhere
+    df = pd.concat([paper, capped, seed2], ignore_index=True)
+    s = metrics.summarise(df, final_step=2)
+    assert list(zip(s.protocol, s.model, s.seed.fillna(-1), strict=True)) == [
+        ("paper", "oracle", -1),
+        ("paper", "baseline", 1),
+        ("paper", "baseline", 2),
+        ("capped-0.02", "oracle", -1),  # the non-neural rows are repeated under every protocol
+        ("capped-0.02", "baseline", 1),
+    ]
+    assert s.pct_div.tolist() == pytest.approx([0.0, 40.0, 0.0, 0.0, 40.0])
+    sm = metrics.step_metrics(df)
+    assert list(sm.columns[:4]) == ["protocol", "model", "seed", "step"]
+    assert len(sm) == 5 * 3
+    # COV/MAT: a 5-part key picks the geometries of one protocol and seed
+    ref = _embed("CCO")
+    refs = {(7, c): ("CCO", ref) for c, _, _ in FINAL}
+    far = ref.copy()
+    far[2] += [0.0, 2.0, 0.0]
+    geoms = {("paper", "baseline", 1, 7, c): ("CCO", ref) for c, _, _ in FINAL}
+    geoms |= {("paper", "baseline", 2, 7, c): ("CCO", far) for c, _, _ in FINAL}
+    cov = metrics.summarise(df, geoms, refs, final_step=2).set_index(["protocol", "model", "seed"])["cov_pct"]
+    assert cov[("paper", "baseline", 1.0)] == 100.0 and cov[("paper", "baseline", 2.0)] == 0.0
+    assert np.isnan(cov[("capped-0.02", "baseline", 1.0)])
 
 
 # --------------------------------------------------------------------------- geometry
@@ -212,7 +281,7 @@ def test_summarise(per_step):
     assert list(s["model"]) == ["oracle", "baseline"]
     b = s.set_index("model").loc["baseline"]
     assert b.pct_mean == pytest.approx(245.0 / 3)
-    assert b.pct_div == pytest.approx(25.0)
+    assert b.pct_div == pytest.approx(40.0)
     assert b.pct_success == pytest.approx(200.0 / 3)
     assert b.n_failed == 1 and b.n == 5
     assert b.cov_pct == 100.0 and b.mat_angstrom == pytest.approx(0.0, abs=1e-5)
@@ -222,11 +291,11 @@ def test_summarise(per_step):
     # without geometries COV/MAT are NaN, the energy metrics unchanged
     s2 = metrics.summarise(per_step, None, None, final_step=2)
     assert s2["cov_pct"].isna().all() and s2["extra_oracle_calls"].isna().all()
-    assert s2.set_index("model").loc["baseline"].pct_div == pytest.approx(25.0)
+    assert s2.set_index("model").loc["baseline"].pct_div == pytest.approx(40.0)
 
 
 def test_model_sort_key():
-    names = ["traj-600", "golf-10", "mmff", "traj-60", "golf-2", "baseline", "oracle", "zzz"]
+    names = ["traj-600", "golf-10", "mmff", "random-2", "traj-60", "golf-2", "baseline", "oracle", "zzz"]
     assert sorted(names, key=metrics.model_sort_key) == [
         "oracle",
         "mmff",
@@ -235,5 +304,6 @@ def test_model_sort_key():
         "golf-10",
         "traj-60",
         "traj-600",
+        "random-2",
         "zzz",
     ]

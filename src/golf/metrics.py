@@ -1,21 +1,37 @@
-"""Evaluation metrics of the paper: pct, pct_div, E_res, pct_success, COV and MAT.
+"""Evaluation metrics of the paper: pct, pct_div, E_res, success, COV and MAT.
 
 Definitions follow reference/golf-paper.md §6.2 (paper §3 eqs. 4-8, §6, App. F). With s_0 the start
 conformation, s_t the conformation after t optimiser steps and s_opt the oracle's (DFT) optimum:
 
     pct(s_t)   = 100 % * (E_DFT(s_0) - E_DFT(s_t)) / (E_DFT(s_0) - E_DFT(s_opt))
     E_res(s_t) = E_DFT(s_t) - E_DFT(s_opt)                     reported in kcal/mol
-    diverged   : E_DFT(s_t) > E_DFT(s_0)
-    success    : E_res(s_t) < 1 kcal/mol ("chemical precision")
+    diverged   : E_DFT(s_t) > E_DFT(s_0), or no E_DFT(s_t) at all (see below)
+    success    : not diverged and E_res(s_t) < 1 kcal/mol ("chemical precision")
     COV        = % of reference optima with a final geometry of the same molecule within delta (0.5 A)
     MAT        = mean over reference optima of the smallest RMSD to a final geometry of the same molecule
 
+Honest divergence: a conformation whose trajectory went non-finite (status ``skipped_nonfinite``),
+whose geometry's DFT label failed (any other status than "ok", or a NaN energy) or that has no row
+at the final step counts as diverged. The denominator of pct_div is every test conformation the
+model was run on, so a model that explodes cannot lower its divergence rate. Excluded, and
+counted: conformations the model was not run on (``skipped_no_mmff``: MMFF lacks parameters) and
+rows without a reference energy (e_start or e_opt missing).
+
 Input: ``per_step``, a DataFrame with one row per (model, molecule_id, conformer_id, step) and the
 columns listed in ``REQUIRED_COLUMNS`` (energies in Hartree, force errors in Hartree/Angstrom).
+Two optional columns extend the key:
+
+- ``protocol``: how the NNP optimised, "paper" (the paper's L-BFGS, no step cap) or e.g.
+  "capped-0.02"; absent or empty means "paper". The non-neural models "mmff" and "oracle" do not
+  depend on it: their rows are repeated in every protocol that lacks them.
+- ``seed``: the repeat of a trained model (names stay "golf-6", the seed tells repeats apart);
+  NaN for a model that has no seed (mmff, oracle). Absent: a single seed, as before.
+
 Energies are converted to kcal/mol with ``golf.units.HARTREE_TO_KCALPERMOL`` (CODATA 627.5095); the
 paper's code uses 627.5, a relative difference of 1.5e-5, far below every reported digit.
 
-Model names: "baseline", "golf-<r>", "traj-<k>", "mmff", "oracle"; ``model_sort_key`` orders them.
+Model names: "baseline", "golf-<r>", "traj-<k>", "random-<n>", "mmff", "oracle"; ``model_sort_key``
+orders them.
 """
 
 from __future__ import annotations
@@ -30,10 +46,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from golf.stats import wilson_interval
 from golf.units import HARTREE_TO_KCALPERMOL
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "PAPER_PROTOCOL",
+    "NONFINITE_STATUSES",
+    "NOT_RUN_STATUSES",
     "SUCCESS_THRESHOLD_KCAL",
     "COV_DELTA",
     "MetricsError",
@@ -41,6 +61,8 @@ __all__ = [
     "pct",
     "e_res_kcal",
     "model_sort_key",
+    "group_columns",
+    "normalise",
     "conformation_metrics",
     "final_conformations",
     "step_metrics",
@@ -64,7 +86,11 @@ REQUIRED_COLUMNS = (
     "e_nnp",
     "force_err",
 )
-KEY = ["model", "molecule_id", "conformer_id"]
+PAPER_PROTOCOL = "paper"
+NON_NEURAL = ("mmff", "oracle")  # not optimised by the NNP L-BFGS: the same rows under every protocol
+NONFINITE_STATUSES = frozenset({"skipped_nonfinite"})  # golf.evaluate: the trajectory went non-finite
+NOT_RUN_STATUSES = frozenset({"skipped_no_mmff"})  # the model could not be run on this conformation
+MISSING_STEP = "missing_step"  # final_conformations: no row at the final step
 SUCCESS_THRESHOLD_KCAL = 1.0  # paper §6.2: chemical precision
 COV_DELTA = 0.5  # Angstrom, paper App. F / Tab. 2
 
@@ -107,64 +133,125 @@ def e_res_kcal(et, eopt) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 _MODEL_ORDER = {"oracle": 0, "mmff": 1, "baseline": 2}
+_NUMBERED = {"golf": 3, "traj": 4, "random": 5}
 
 
 def model_sort_key(model: str) -> tuple:
-    """Order for tables and legends: oracle, mmff, baseline, golf-1.., traj-<k> ascending, others."""
+    """Order for tables and legends: oracle, mmff, baseline, golf-1.., traj-<k>, random-<n>, others."""
     if model in _MODEL_ORDER:
         return (_MODEL_ORDER[model], 0, model)
-    m = re.fullmatch(r"golf-(\d+)", model)
+    m = re.fullmatch(r"(golf|traj|random)-(\d+)", model)
     if m:
-        return (3, int(m.group(1)), model)
-    m = re.fullmatch(r"traj-(\d+)", model)
-    if m:
-        return (4, int(m.group(1)), model)
-    return (5, 0, model)
+        return (_NUMBERED[m.group(1)], int(m.group(2)), model)
+    return (6, 0, model)
 
 
-def _check_per_step(per_step: pd.DataFrame) -> None:
+def group_columns(df: pd.DataFrame) -> list[str]:
+    """The columns that name one evaluated model: protocol, model and, where present, seed."""
+    return ["protocol", "model", *(["seed"] if "seed" in df.columns else [])]
+
+
+def _key(df: pd.DataFrame) -> list[str]:
+    return [*group_columns(df), "molecule_id", "conformer_id"]
+
+
+def _protocol_order(protocol: str) -> tuple:
+    return (protocol != PAPER_PROTOCOL, protocol)
+
+
+def _sort_groups(df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows in report order: paper protocol first, then model_sort_key, seed, ``extra`` columns."""
+    cols = [c for c in ("seed", *extra) if c in df.columns]
+
+    def key(i):
+        r = df.iloc[i]
+        rest = tuple((pd.isna(r[c]), 0 if pd.isna(r[c]) else r[c]) for c in cols)
+        return (_protocol_order(str(r["protocol"])), model_sort_key(str(r["model"])), *rest)
+
+    return df.iloc[sorted(range(len(df)), key=key)].reset_index(drop=True)
+
+
+def normalise(per_step: pd.DataFrame) -> pd.DataFrame:
+    """A checked copy of ``per_step`` with a ``protocol`` column ("paper" where absent or empty),
+    and the non-neural models' rows repeated under every protocol that lacks them."""
     if not isinstance(per_step, pd.DataFrame):
         raise MetricsError(f"per_step must be a pandas DataFrame, got {type(per_step).__name__}")
     missing = [c for c in REQUIRED_COLUMNS if c not in per_step.columns]
     if missing:
         raise MetricsError(f"per_step lacks columns {missing}; required: {list(REQUIRED_COLUMNS)}")
-    dup = per_step.duplicated(KEY + ["step"])
-    if dup.any():
-        first = per_step.loc[dup, KEY + ["step"]].iloc[0].tolist()
-        raise MetricsError(
-            f"per_step has {int(dup.sum())} duplicate (model, molecule, conformer, step) rows, e.g. {first}"
-        )
-
-
-def conformation_metrics(per_step: pd.DataFrame) -> pd.DataFrame:
-    """Per-row metrics: ``per_step`` plus the columns below (same rows, same order).
-
-    - ``failed``: the DFT label at this step failed (status not "ok" or e_dft not finite).
-    - ``no_reference``: e_start or e_opt missing, so pct and E_res are undefined.
-    - ``valid``: neither of the above; only valid rows enter pct, pct_div, E_res and success.
-    - ``pct`` (%), ``e_res_kcal`` (kcal/mol): NaN unless valid.
-    - ``diverged``: valid and E_DFT(s_t) > E_DFT(s_0) (strictly, paper §6.2).
-    - ``success``: valid, not diverged and E_res < 1 kcal/mol.
-    - ``e_err_kcal``: |e_nnp - e_dft| in kcal/mol where both are finite (NaN for non-neural models).
-    """
-    _check_per_step(per_step)
     df = per_step.copy()
+    df["model"] = df["model"].astype(str)
+    protocol = df["protocol"] if "protocol" in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
+    df["protocol"] = protocol.where(protocol.notna() & (protocol.astype(str) != ""), PAPER_PROTOCOL).astype(str)
+    if "seed" in df.columns:
+        df["seed"] = pd.to_numeric(df["seed"], errors="raise")
+    copies = []
+    for p in df["protocol"].unique():
+        present = set(df.loc[df["protocol"] == p, "model"])
+        for m in NON_NEURAL:
+            src = df[(df["model"] == m) & (df["protocol"] == PAPER_PROTOCOL)]
+            if m not in present and len(src):
+                copies.append(src.assign(protocol=p))
+    if copies:
+        df = pd.concat([df, *copies], ignore_index=True)
+    dup = df.duplicated(_key(df) + ["step"])
+    if dup.any():
+        first = df.loc[dup, _key(df) + ["step"]].iloc[0].tolist()
+        raise MetricsError(f"per_step has {int(dup.sum())} duplicate rows of one conformation and step, e.g. {first}")
+    return df
+
+
+def _flags(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the per-row outcome columns (see ``conformation_metrics``) to a normalised table."""
+    status = df["dft_status"].astype(str).to_numpy()
     e_dft = df["e_dft"].to_numpy(dtype=np.float64)
     e0 = df["e_start"].to_numpy(dtype=np.float64)
     eopt = df["e_opt"].to_numpy(dtype=np.float64)
-    failed = (df["dft_status"].astype(str).to_numpy() != "ok") | ~np.isfinite(e_dft)
-    no_ref = ~np.isfinite(e0) | ~np.isfinite(eopt)
-    valid = ~failed & ~no_ref
-    df["failed"] = failed
+    e_nnp = df["e_nnp"].to_numpy(dtype=np.float64)
+    not_run = np.isin(status, list(NOT_RUN_STATUSES))
+    missing = status == MISSING_STEP
+    # An infinite NNP energy is a blown-up trajectory even where the evaluation labelled the geometry.
+    nonfinite = ~not_run & ~missing & (np.isin(status, list(NONFINITE_STATUSES)) | np.isinf(e_nnp))
+    label_failed = ~not_run & ~missing & ~nonfinite & ((status != "ok") | ~np.isfinite(e_dft))
+    failed = nonfinite | label_failed | missing
+    no_ref = ~not_run & (~np.isfinite(e0) | ~np.isfinite(eopt))
+    evaluated = ~not_run & ~no_ref
+    valid = evaluated & ~failed
+    with np.errstate(invalid="ignore"):
+        diverged = evaluated & (failed | (valid & (e_dft > e0)))
+    df["not_run"] = not_run
     df["no_reference"] = no_ref
+    df["nonfinite"] = nonfinite
+    df["label_failed"] = label_failed
+    df["missing"] = missing
+    df["failed"] = failed
+    df["evaluated"] = evaluated
     df["valid"] = valid
+    df["diverged"] = diverged
     df["pct"] = np.where(valid, pct(e0, e_dft, eopt), np.nan)
     df["e_res_kcal"] = np.where(valid, e_res_kcal(e_dft, eopt), np.nan)
-    df["diverged"] = valid & (e_dft > e0)
-    df["success"] = valid & ~df["diverged"].to_numpy() & (df["e_res_kcal"].to_numpy() < SUCCESS_THRESHOLD_KCAL)
-    e_nnp = df["e_nnp"].to_numpy(dtype=np.float64)
-    df["e_err_kcal"] = np.where(~failed & np.isfinite(e_nnp), np.abs(e_nnp - e_dft) * HARTREE_TO_KCALPERMOL, np.nan)
+    df["success"] = valid & ~diverged & (df["e_res_kcal"].to_numpy() < SUCCESS_THRESHOLD_KCAL)
+    ok_nnp = ~failed & np.isfinite(e_nnp) & np.isfinite(e_dft)
+    df["e_err_kcal"] = np.where(ok_nnp, np.abs(e_nnp - e_dft) * HARTREE_TO_KCALPERMOL, np.nan)
     return df
+
+
+def conformation_metrics(per_step: pd.DataFrame) -> pd.DataFrame:
+    """Per-row metrics: the normalised ``per_step`` plus the columns below.
+
+    - ``not_run``: the model could not be run on the conformation (``NOT_RUN_STATUSES``).
+    - ``no_reference``: e_start or e_opt missing, so pct, E_res and divergence are undefined.
+    - ``evaluated``: neither of the above; the denominator of pct_div.
+    - ``nonfinite``: the trajectory went non-finite (``NONFINITE_STATUSES`` or an infinite NNP energy).
+    - ``label_failed``: the DFT label of this geometry failed (status not "ok" or e_dft not finite).
+    - ``missing``: no row at the final step (``final_conformations`` only).
+    - ``failed``: any of the three above. ``valid``: evaluated and not failed.
+    - ``pct`` (%), ``e_res_kcal`` (kcal/mol): NaN unless valid.
+    - ``diverged``: evaluated and either failed or E_DFT(s_t) > E_DFT(s_0) (strictly, paper §6.2).
+    - ``success``: valid, not diverged and E_res < 1 kcal/mol.
+    - ``e_err_kcal``: |e_nnp - e_dft| in kcal/mol where both are finite (NaN for non-neural models).
+    """
+    return _flags(normalise(per_step))
 
 
 def _final_step_of(per_model_max: pd.Series, final_step) -> dict[str, int]:
@@ -176,28 +263,35 @@ def _final_step_of(per_model_max: pd.Series, final_step) -> dict[str, int]:
 
 
 def final_conformations(per_step: pd.DataFrame, final_step: int | Mapping[str, int] | None = None) -> pd.DataFrame:
-    """``conformation_metrics`` rows at the final step, one per (model, molecule_id, conformer_id).
+    """``conformation_metrics`` rows at the final step, one per (protocol, model, [seed,]
+    molecule_id, conformer_id).
 
     ``final_step``: one step for every model, a {model: step} dict (models not in it use their own
     last step), or None for each model's last step. A conformation without a row at that step (its
-    trajectory stopped early) is kept as a failed row, so it is counted and never silently lost.
+    trajectory stopped early or its row was lost) is kept with status "missing_step", so it counts
+    as diverged and is never silently lost.
     """
-    cm = conformation_metrics(per_step)
-    finals = _final_step_of(cm.groupby("model")["step"].max(), final_step)
-    target = cm["model"].astype(str).map(finals)
-    at_final = cm[cm["step"] == target]
-    conformations = cm[KEY].drop_duplicates()
-    out = conformations.merge(at_final, on=KEY, how="left", indicator=True)
+    df = normalise(per_step)
+    key = _key(df)
+    finals = _final_step_of(df.groupby("model")["step"].max(), final_step)
+    target = df["model"].map(finals)
+    at_final = df[df["step"] == target]
+    # Every conformation of every model, with its reference energies from any of its rows.
+    conformations = df.groupby(key, dropna=False, sort=False)[["e_start", "e_opt"]].first().reset_index()
+    out = conformations.merge(at_final.drop(columns=["e_start", "e_opt"]), on=key, how="left", indicator=True)
     lost = out["_merge"] == "left_only"
     if lost.any():
-        log.warning("%d conformations have no row at the final step; counted as failed", int(lost.sum()))
-        out.loc[lost, "step"] = out.loc[lost, "model"].astype(str).map(finals)
-        out.loc[lost, "dft_status"] = "missing_step"
-        for col in ("failed", "valid", "diverged", "success", "no_reference"):
-            out[col] = out[col].astype("boolean").fillna(col == "failed").astype(bool)
+        log.warning("%d conformations have no row at the final step; counted as diverged", int(lost.sum()))
+        out.loc[lost, "step"] = out.loc[lost, "model"].map(finals)
+        out.loc[lost, "dft_status"] = MISSING_STEP
     out = out.drop(columns="_merge")
     out["step"] = out["step"].astype(int)
-    return out.reset_index(drop=True)
+    return _flags(out[[*per_step_columns(df)]].copy()).reset_index(drop=True)
+
+
+def per_step_columns(df: pd.DataFrame) -> list[str]:
+    """The input columns of a normalised table, required ones first."""
+    return [*group_columns(df), *[c for c in df.columns if c not in group_columns(df)]]
 
 
 def _q(x: pd.Series, q: float) -> float:
@@ -206,28 +300,39 @@ def _q(x: pd.Series, q: float) -> float:
 
 
 def _aggregate(g: pd.DataFrame) -> dict[str, Any]:
-    n = len(g)
-    n_failed = int(g["failed"].sum())
+    n_eval = int(g["evaluated"].sum())
     valid = g[g["valid"]]
-    n_valid = len(valid)
     kept = valid[~valid["diverged"]]
-    n_div = int(valid["diverged"].sum())
+    n_div = int(g["diverged"].sum())
+    n_success = int(kept["success"].sum())
+    div_lo, div_hi = wilson_interval(n_div, n_eval)
+    suc_lo, suc_hi = wilson_interval(n_success, len(kept))
     e_err = g["e_err_kcal"].dropna()
     f_err = g["force_err"].astype(np.float64).where(~g["failed"]).dropna()
     return {
-        "n": n,
-        "n_failed": n_failed,
-        "n_no_reference": int((g["no_reference"] & ~g["failed"]).sum()),
-        "n_valid": n_valid,
+        "n": len(g),
+        "n_not_run": int(g["not_run"].sum()),
+        "n_no_reference": int(g["no_reference"].sum()),
+        "n_evaluated": n_eval,
+        "n_nonfinite": int((g["nonfinite"] & g["evaluated"]).sum()),
+        "n_label_failed": int((g["label_failed"] & g["evaluated"]).sum()),
+        "n_missing": int((g["missing"] & g["evaluated"]).sum()),
+        "n_failed": int((g["failed"] & g["evaluated"]).sum()),
+        "n_valid": len(valid),
         "n_diverged": n_div,
+        "n_diverged_energy": int(valid["diverged"].sum()),
         "pct_mean": float(kept["pct"].mean()) if len(kept) else np.nan,
         # ddof=0: population std over the test conformations (numpy's default); the paper does
         # not say which. It keeps a value for a single conformation instead of NaN.
         "pct_std": float(kept["pct"].std(ddof=0)) if len(kept) else np.nan,
-        "pct_div": 100.0 * n_div / n_valid if n_valid else np.nan,
+        "pct_div": 100.0 * n_div / n_eval if n_eval else np.nan,
+        "pct_div_low": div_lo,
+        "pct_div_high": div_hi,
         "e_res_mean": float(kept["e_res_kcal"].mean()) if len(kept) else np.nan,
-        "pct_success": 100.0 * float(kept["success"].sum()) / len(kept) if len(kept) else np.nan,
-        "pct_success_of_valid": 100.0 * float(valid["success"].sum()) / n_valid if n_valid else np.nan,
+        "pct_success": 100.0 * n_success / len(kept) if len(kept) else np.nan,
+        "pct_success_low": suc_lo,
+        "pct_success_high": suc_hi,
+        "pct_success_of_all": 100.0 * float(g["success"].sum()) / n_eval if n_eval else np.nan,
         "e_err_mean": float(e_err.mean()) if len(e_err) else np.nan,
         "e_err_median": _q(e_err, 0.5),
         "e_err_p10": _q(e_err, 0.1),
@@ -239,20 +344,37 @@ def _aggregate(g: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-STEP_COLUMNS = (
-    "model",
-    "step",
+COUNT_COLUMNS = (
     "n",
-    "n_failed",
+    "n_not_run",
     "n_no_reference",
+    "n_evaluated",
+    "n_nonfinite",
+    "n_label_failed",
+    "n_missing",
+    "n_failed",
     "n_valid",
     "n_diverged",
+    "n_diverged_energy",
+)
+RATE_COLUMNS = (
     "pct_mean",
     "pct_std",
     "pct_div",
+    "pct_div_low",
+    "pct_div_high",
     "e_res_mean",
     "pct_success",
-    "pct_success_of_valid",
+    "pct_success_low",
+    "pct_success_high",
+    "pct_success_of_all",
+)
+STEP_COLUMNS = (
+    "protocol",
+    "model",
+    "step",
+    *COUNT_COLUMNS,
+    *RATE_COLUMNS,
     "e_err_mean",
     "e_err_median",
     "e_err_p10",
@@ -264,38 +386,43 @@ STEP_COLUMNS = (
 )
 
 
+def _with_seed(columns: tuple[str, ...], df: pd.DataFrame) -> list[str]:
+    cols = list(columns)
+    return [*cols[:2], "seed", *cols[2:]] if "seed" in df.columns else cols
+
+
 def step_metrics(per_step: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate metrics per (model, step), rows ordered by ``model_sort_key`` then step.
+    """Aggregate metrics per (protocol, model, [seed,] step), rows in report order then by step.
 
     Columns (units in the name or below):
 
-    - ``n``: conformations with a row at this step; ``n_failed``: of those, DFT label failed (status
-      not "ok" or NaN energy). Failed labels are reported here and excluded from every energy
-      metric, never silently dropped. ``n_no_reference``: labelled but e_start or e_opt missing.
-      ``n_valid`` = n - n_failed - n_no_reference; ``n_diverged``: valid and E_DFT(s_t) > E_DFT(s_0).
-    - ``pct_div`` (%) = n_diverged / n_valid. Denominator: conformations whose divergence can be
-      decided, i.e. with a valid DFT label; a failed label is neither diverged nor converged.
+    - ``n``: conformations with a row at this step. Not counted in any rate: ``n_not_run`` (the
+      model could not run on it) and ``n_no_reference`` (no e_start or e_opt). ``n_evaluated``:
+      the rest, the denominator of pct_div. Of those, ``n_nonfinite`` (trajectory went
+      non-finite), ``n_label_failed`` (DFT label failed), ``n_missing`` (no row at the final step;
+      ``summarise`` only), together ``n_failed``; ``n_valid`` = n_evaluated - n_failed.
+    - ``n_diverged`` = n_failed + ``n_diverged_energy`` (valid and E_DFT(s_t) > E_DFT(s_0)).
+      ``pct_div`` (%) = n_diverged / n_evaluated, ``pct_div_low``/``_high`` its 95 % Wilson interval.
     - ``pct_mean``, ``pct_std`` (%), ``e_res_mean`` (kcal/mol): over the valid, non-diverged
       conformations, as paper §6 says diverged ones are excluded from these.
     - ``pct_success`` (%): E_res < 1 kcal/mol, denominator = the valid non-diverged conformations.
       The paper does not state the denominator (⚠ in reference/golf-paper.md §6.2); we follow the
       sentence "diverged conformations are excluded from mean pct, mean E_res and pct_success".
-      ``pct_success_of_valid`` uses all valid conformations instead (diverged count as failures),
-      which is the stricter reading; the two agree when nothing diverged.
+      ``pct_success_low``/``_high``: its 95 % Wilson interval. ``pct_success_of_all`` uses all
+      evaluated conformations instead (diverged count as failures), the stricter reading; the two
+      agree when nothing diverged.
     - ``e_err_*``: |E_NNP - E_DFT| in kcal/mol (mean, median, 10th and 90th percentile) over rows
       with both energies; NaN for non-neural models. ``f_err_*``: the input's ``force_err``
       (Hartree/Angstrom) over rows with a DFT label, same statistics. Diverged rows are included:
       these describe the NNP's accuracy along its own trajectory (paper Fig. 1), not the outcome.
     """
     cm = conformation_metrics(per_step)
+    columns = _with_seed(STEP_COLUMNS, cm)
     if cm.empty:
-        return pd.DataFrame(columns=list(STEP_COLUMNS))
-    rows = []
-    for (model, step), g in cm.groupby(["model", "step"], sort=False):
-        rows.append({"model": str(model), "step": int(step), **_aggregate(g)})
-    out = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
-    order = sorted(range(len(out)), key=lambda i: (model_sort_key(out["model"].iat[i]), out["step"].iat[i]))
-    return out.iloc[order].reset_index(drop=True)
+        return pd.DataFrame(columns=columns)
+    keys = [*group_columns(cm), "step"]
+    rows = [dict(zip(keys, k, strict=True)) | _aggregate(g) for k, g in cm.groupby(keys, sort=False, dropna=False)]
+    return _sort_groups(pd.DataFrame(rows, columns=columns), ("step",))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,12 +554,28 @@ def coverage_matching(final_geoms, reference_geoms, delta: float = COV_DELTA, *,
     return CovMat(d["cov"], d["mat"])
 
 
-def _by_model(final_geoms) -> dict[str, dict]:
-    per_model: dict[str, dict] = defaultdict(dict)
+def _seed_key(seed) -> float | None:
+    """A seed as a dict key: None for "no seed" (NaN or None), else a float so 1 and 1.0 agree."""
+    return None if seed is None or pd.isna(seed) else float(seed)
+
+
+def _by_model(final_geoms) -> dict:
+    """{model or (protocol, model, seed): {(molecule_id, conformer_id): geometry}}.
+
+    Keys of ``final_geoms``: (model, molecule_id, conformer_id), valid for every protocol and seed
+    of the model, or (protocol, model, seed, molecule_id, conformer_id), seed None without seeds.
+    """
+    per_model: dict = defaultdict(dict)
     for key, value in _items(final_geoms):
-        if not (isinstance(key, tuple) and len(key) == 3):
-            raise MetricsError(f"final geometry key must be (model, molecule_id, conformer_id), got {key!r}")
-        per_model[str(key[0])][(key[1], key[2])] = value
+        if isinstance(key, tuple) and len(key) == 3:
+            per_model[str(key[0])][(key[1], key[2])] = value
+        elif isinstance(key, tuple) and len(key) == 5:
+            per_model[(str(key[0]), str(key[1]), _seed_key(key[2]))][(key[3], key[4])] = value
+        else:
+            raise MetricsError(
+                "final geometry key must be (model, molecule_id, conformer_id) or "
+                f"(protocol, model, seed, molecule_id, conformer_id), got {key!r}"
+            )
     return per_model
 
 
@@ -451,17 +594,11 @@ def coverage_matching_by_model(
 # ----------------------------------------------------------------------------------------------
 
 SUMMARY_COLUMNS = (
+    "protocol",
     "model",
     "final_step",
-    "n",
-    "n_failed",
-    "n_valid",
-    "pct_mean",
-    "pct_std",
-    "pct_div",
-    "e_res_mean",
-    "pct_success",
-    "pct_success_of_valid",
+    *COUNT_COLUMNS,
+    *RATE_COLUMNS,
     "cov_pct",
     "mat_angstrom",
     "n_cov_missing",
@@ -479,33 +616,36 @@ def summarise(
     delta: float = COV_DELTA,
     heavy_atoms: bool = True,
 ) -> pd.DataFrame:
-    """One row per model, the paper's Table 2 columns at the final step (paper §6, Tab. 2).
+    """One row per (protocol, model, [seed]), the paper's Table 2 columns at the final step.
 
-    Columns: ``model``, ``final_step``, ``n``, ``n_failed``, ``n_valid``, ``pct_mean``,
-    ``pct_std``, ``pct_div``, ``e_res_mean``, ``pct_success``, ``pct_success_of_valid`` (same
-    definitions and denominators as ``step_metrics``), ``cov_pct`` (%), ``mat_angstrom``,
-    ``n_cov_missing`` (references without a final geometry of their molecule), and
-    ``extra_oracle_calls`` (DFT calls beyond D0 that the model's training used, from the dict
-    argument; NaN when absent). Conformations lacking a row at the final step count as failed.
-    ``final_step``: see ``final_conformations``. COV/MAT are NaN for a model without final geometries
-    or when no reference geometries are given.
+    Columns: ``protocol``, ``model``, ``seed`` (only when the input has one), ``final_step``, the
+    counts and rates of ``step_metrics`` (same definitions and denominators; here ``n_missing``
+    counts conformations without a row at the final step, as diverged), ``cov_pct`` (%),
+    ``mat_angstrom``, ``n_cov_missing`` (references without a final geometry of their molecule),
+    and ``extra_oracle_calls`` (DFT calls beyond D0 that the model's training used, from the dict
+    argument keyed by model name; NaN when absent). ``final_step``: see ``final_conformations``.
+    ``final_geoms``: see ``_by_model``. COV/MAT are NaN for a model without final geometries or when
+    no reference geometries are given.
     """
     finals = final_conformations(per_step, final_step)
     extra = dict(extra_oracle_calls or {})
-    geoms_by_model = _by_model(final_geoms) if final_geoms is not None else {}
+    geoms = _by_model(final_geoms) if final_geoms is not None else {}
+    keys = group_columns(finals)
     rows = []
-    for model, g in finals.groupby("model", sort=False):
-        model = str(model)
-        agg = _aggregate(g)
-        if reference_geoms is not None and model in geoms_by_model:
-            cm = _coverage_detail(geoms_by_model[model], reference_geoms, delta, heavy_atoms)
+    for k, g in finals.groupby(keys, sort=False, dropna=False):
+        group = dict(zip(keys, k, strict=True))
+        model = str(group["model"])
+        own = geoms.get((str(group["protocol"]), model, _seed_key(group.get("seed"))), geoms.get(model))
+        if reference_geoms is not None and own is not None:
+            cm = _coverage_detail(own, reference_geoms, delta, heavy_atoms)
         else:
             cm = {"cov": np.nan, "mat": np.nan, "n_cov_missing": np.nan}
+        agg = _aggregate(g)
         rows.append(
-            {
-                "model": model,
-                "final_step": int(g["step"].max()),
-                **{k: agg[k] for k in SUMMARY_COLUMNS if k in agg},
+            group
+            | {"final_step": int(g["step"].max())}
+            | {c: agg[c] for c in (*COUNT_COLUMNS, *RATE_COLUMNS)}
+            | {
                 "cov_pct": cm["cov"],
                 "mat_angstrom": cm["mat"],
                 "n_cov_missing": cm["n_cov_missing"],
@@ -515,6 +655,4 @@ def summarise(
     unknown = set(extra) - {r["model"] for r in rows}
     if unknown:
         log.warning("extra_oracle_calls names models without evaluation rows: %s", sorted(unknown))
-    out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    out = out.iloc[sorted(range(len(out)), key=lambda i: model_sort_key(out["model"].iat[i]))]
-    return out.reset_index(drop=True)
+    return _sort_groups(pd.DataFrame(rows, columns=_with_seed(SUMMARY_COLUMNS, finals)))
