@@ -29,9 +29,10 @@ What enters each comparison (a = first model, b = second):
   conformation, so the pooled row of several seeds decides rates by the bootstrap interval.
 - **Verdict**: a model is called better only if at least one of success, divergence, E_res, pct
   differs significantly in its favour (interval excludes zero; McNemar p < 0.05 for rates) and
-  none in the other's; otherwise "no significant difference" (or "mixed"). No correction for
-  testing four quantities and several comparisons is applied: the table gives every p and
-  interval so a reader can apply one.
+  none in the other's; otherwise "no significant difference" (or "mixed"). An interval over fewer
+  than ``MIN_PAIRS`` pairs is shown but decides nothing (McNemar's exact p is valid at any n).
+  No correction for testing four quantities and several comparisons is applied: the table gives
+  every p and interval so a reader can apply one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "ALPHA",
     "CONFIDENCE",
     "N_RESAMPLES",
+    "MIN_PAIRS",
     "POOLED",
     "PAIRED_COLUMNS",
     "StatsError",
@@ -69,6 +71,9 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
+# A bootstrap interval of a handful of values is too narrow (it cannot see tails it never
+# sampled), so below this many pairs an interval is reported but decides nothing.
+MIN_PAIRS = 10
 POOLED = "all"  # the seed label of the row pooled over seeds
 
 _FLAGS = ("evaluated", "valid", "diverged", "success")
@@ -308,16 +313,18 @@ def significance(row: Mapping, alpha: float = ALPHA) -> dict[str, int]:
 
     Rates: McNemar p < ``alpha`` where a p-value exists (one seed), else the bootstrap interval.
     E_res and pct: the interval excludes zero. ``alpha`` only applies to McNemar; the intervals
-    are the ``CONFIDENCE`` ones they were computed with.
+    are the ``CONFIDENCE`` ones they were computed with, and need ``MIN_PAIRS`` pairs.
     """
     out = {}
     for q, (_, better, _) in _QUANTITIES.items():
         diff = row.get(f"{q}_diff")
-        p = row.get(f"{q}_p", np.nan) if q in ("success", "diverged") else np.nan
+        rate = q in ("success", "diverged")
+        p = row.get(f"{q}_p", np.nan) if rate else np.nan
+        n = row.get("n_pairs" if rate else "n_e_res", 0)
         if pd.notna(p):
             sig = p < alpha and pd.notna(diff) and diff != 0
         else:
-            sig = _excludes_zero(row.get(f"{q}_low"), row.get(f"{q}_high"))
+            sig = n >= MIN_PAIRS and _excludes_zero(row.get(f"{q}_low"), row.get(f"{q}_high"))
         out[q] = int(np.sign(diff) * better) if sig else 0
     return out
 
