@@ -56,7 +56,7 @@ def test_round_trip_keeps_every_field_and_row_order(tmp_path):
     back = data.read(path)
 
     assert back.molecules == ds.molecules
-    assert back.attrs == ds.attrs
+    assert back.attrs == {**ds.attrs, "energy_convention": "total"}  # every file records its convention
     assert len(back) == len(ds)
     all_props = {"step", "mmff_energy", "charges", "nnp_forces", "repaired"}
     for a, b in zip(ds.conformers, back.conformers, strict=True):
@@ -115,7 +115,7 @@ def test_isomers_share_a_formula_group(tmp_path):
 def test_empty_dataset_round_trip(tmp_path):
     data.write(tmp_path / "e.h5", Dataset(attrs={"kind": "empty"}))
     back = data.read(tmp_path / "e.h5")
-    assert len(back) == 0 and back.molecules == {} and back.attrs == {"kind": "empty"}
+    assert len(back) == 0 and back.molecules == {} and back.attrs == {"kind": "empty", "energy_convention": "total"}
 
 
 def test_failed_write_leaves_no_file_and_no_temp_file(tmp_path):
@@ -240,3 +240,47 @@ def test_torchani_reads_our_file_with_equal_keys_in_every_group(tmp_path):
     water = ani.get("H2O")
     np.testing.assert_allclose(water["coordinates"].numpy(), np.stack([ds.conformers[i].coordinates for i in (1, 4)]))
     np.testing.assert_array_equal(water["row"].numpy(), [1, 4])
+
+
+def test_energy_convention_is_recorded_and_mixing_is_an_error(tmp_path):
+    ds = mixed_dataset()
+    assert data.energy_convention(ds) == "total"  # the default: what the oracle writes
+    data.require_total_energies(ds)
+    subtracted = Dataset(dict(ds.molecules), list(ds.conformers), {"energy_convention": "atomref_subtracted"})
+    with pytest.raises(DataError, match="different energy conventions"):
+        data.concat([ds, subtracted])
+    with pytest.raises(DataError, match="needs total energies.*atomref_subtracted"):
+        data.require_total_energies(subtracted, "training")
+    # same convention on both sides: kept on the result
+    assert data.concat([subtracted, subtracted]).attrs["energy_convention"] == "atomref_subtracted"
+    assert data.concat([ds, ds]).attrs["energy_convention"] == "total"
+
+    data.write(tmp_path / "s.h5", subtracted)
+    back = data.read(tmp_path / "s.h5")
+    assert back.attrs["energy_convention"] == "atomref_subtracted"
+    with pytest.raises(DataError, match="different energy conventions"):
+        data.concat([data.read(tmp_path / "s.h5"), ds])
+
+    bad = Dataset(dict(ds.molecules), list(ds.conformers), {"energy_convention": "relative"})
+    with pytest.raises(DataError, match="unknown energy_convention 'relative'"):
+        data.write(tmp_path / "bad.h5", bad)
+
+
+def test_legacy_import_with_atomrefs_reads_as_atomref_subtracted(tmp_path):
+    """Files written before the convention was recorded: an import with atomrefs kept subtracted energies."""
+    import h5py
+
+    ds = mixed_dataset()
+    ds.attrs["atomrefs"] = {"energy": [0.0, -0.5]}
+    path = tmp_path / "old.h5"
+    data.write(path, ds)
+    with h5py.File(path, "a") as f:  # what the old writer left: no energy_convention attribute
+        del f.attrs["energy_convention"]
+    assert data.read(path).attrs["energy_convention"] == "atomref_subtracted"
+    with pytest.raises(DataError, match="needs total energies"):
+        data.require_total_energies(data.read(path))
+    del ds.attrs["atomrefs"]
+    data.write(path, ds)
+    with h5py.File(path, "a") as f:
+        del f.attrs["energy_convention"]
+    assert data.read(path).attrs["energy_convention"] == "total"

@@ -17,6 +17,13 @@ is stored with a fill value (NaN for floats, -1 for integers). Strings never go 
 the molecule table (SMILES, names, charge, multiplicity, split), the status names, units and
 provenance are JSON file attributes.
 
+Energies follow one convention per file, ``attrs["energy_convention"]``: "total" (total energies,
+what the oracle writes and what every reader of this package produces; atomrefs of a foreign
+database stay as provenance in ``attrs["atomrefs"]``) or "atomref_subtracted" (only files written
+before that rule: an imported GOLF/nablaDFT database kept its atomref-subtracted energies).
+Mixing conventions (:func:`concat`) or training on subtracted energies
+(:func:`require_total_energies`) is an error.
+
 A conformation's atom order is the atom order of ``Chem.AddHs(Chem.MolFromSmiles(smiles))``.
 """
 
@@ -44,6 +51,9 @@ __all__ = [
     "read",
     "write",
     "concat",
+    "ENERGY_CONVENTIONS",
+    "energy_convention",
+    "require_total_energies",
     "formula",
     "config_digest",
 ]
@@ -71,6 +81,8 @@ UNITS = {
     "forces": "Hartree/Angstrom",
     "coordinates": "Angstrom",
 }
+
+ENERGY_CONVENTIONS = ("total", "atomref_subtracted")
 
 _CORE_KEYS = ("species", "coordinates", "energies", "forces", "row", "molecule_id", "conformer_id", "status")
 # File attributes that hold the layout itself; a dataset's own attrs must not overwrite them.
@@ -166,6 +178,26 @@ def formula(species: np.ndarray) -> str:
     return "".join(s + (str(symbols[s]) if symbols[s] > 1 else "") for s in order if s in symbols)
 
 
+def energy_convention(dataset: Dataset) -> str:
+    """The dataset's energy convention (one of ENERGY_CONVENTIONS; "total" when not recorded)."""
+    convention = dataset.attrs.get("energy_convention", "total")
+    if convention not in ENERGY_CONVENTIONS:
+        raise DataError(f"unknown energy_convention {convention!r}; allowed: {', '.join(ENERGY_CONVENTIONS)}")
+    return convention
+
+
+def require_total_energies(dataset: Dataset, what: str = "training") -> None:
+    """Raise DataError unless the dataset holds total energies (what models and the oracle use)."""
+    convention = energy_convention(dataset)
+    if convention != "total":
+        source = dataset.attrs.get("source")
+        origin = f" (imported from {source})" if source else ""
+        raise DataError(
+            f"{what} needs total energies, but this dataset{origin} holds {convention} energies; "
+            "re-import the source file with `golf import`, which adds the atomrefs back"
+        )
+
+
 def config_digest(config: dict) -> str:
     """A short digest of a JSON-able config, stored as provenance."""
     text = json.dumps(config, sort_keys=True, default=str)
@@ -203,6 +235,7 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
     clash = sorted(set(dataset.attrs) & set(_RESERVED_ATTRS))
     if clash:
         raise DataError(f"attribute name(s) {', '.join(map(repr, clash))} are reserved for the file layout")
+    attrs = {**dataset.attrs, "energy_convention": energy_convention(dataset)}  # every file records it
     groups: dict[str, list[tuple[int, Conformer]]] = defaultdict(list)
     for row, c in enumerate(dataset.conformers):
         groups[formula(c.species)].append((row, c))
@@ -243,7 +276,7 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
             f.attrs["statuses"] = json.dumps(list(STATUSES))
             f.attrs["properties"] = json.dumps({k: [kind, list(shape)] for k, (kind, shape) in kinds.items()})
             f.attrs["molecules"] = json.dumps([vars(m) for m in dataset.molecules.values()])
-            for key, value in dataset.attrs.items():
+            for key, value in attrs.items():
                 f.attrs[key] = json.dumps(value)  # JSON throughout, so values read back with their type
         os.replace(tmp, path)
     except BaseException:
@@ -270,6 +303,10 @@ def read(path: str | os.PathLike) -> Dataset:
             kinds = json.loads(f.attrs["properties"])
             molecules = {m["molecule_id"]: Molecule(**m) for m in json.loads(f.attrs["molecules"])}
             attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in _RESERVED_ATTRS}
+            if "energy_convention" not in attrs:
+                # Before the convention was recorded, only an import of a database with atomrefs
+                # (GOLF/nablaDFT) stored non-total energies: it kept them atomref-subtracted.
+                attrs["energy_convention"] = "atomref_subtracted" if "atomrefs" in attrs else "total"
             rows: list[tuple[int, Conformer]] = []
             for g in f.values():
                 arrays = {key: g[key][()] for key in g.keys()}
@@ -293,7 +330,12 @@ def read(path: str | os.PathLike) -> Dataset:
         except (KeyError, ValueError, TypeError, IndexError) as err:
             raise DataError(f"{path}: damaged golf-workflow dataset ({err!r})") from None
     rows.sort(key=lambda item: item[0])
-    return Dataset(molecules, [c for _, c in rows], attrs)
+    dataset = Dataset(molecules, [c for _, c in rows], attrs)
+    try:
+        energy_convention(dataset)
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+    return dataset
 
 
 def _attr_value(value):
@@ -310,8 +352,22 @@ def _attr_value(value):
 
 
 def concat(datasets: Iterable[Dataset], attrs: dict | None = None) -> Dataset:
-    """Conformers of several datasets in order. Molecule tables must agree where they overlap."""
+    """Conformers of several datasets in order. Molecule tables and energy conventions must agree.
+
+    The result carries the inputs' common energy convention (over ``attrs``'s, which must agree too).
+    """
+    datasets = list(datasets)
     out = Dataset(attrs=dict(attrs or {}))
+    conventions = {energy_convention(ds) for ds in datasets}
+    if "energy_convention" in out.attrs:
+        conventions.add(energy_convention(out))
+    if len(conventions) > 1:
+        raise DataError(
+            f"cannot combine datasets with different energy conventions ({' and '.join(sorted(conventions))}); "
+            "re-import the atomref-subtracted one with `golf import` to get total energies"
+        )
+    if conventions:
+        out.attrs["energy_convention"] = conventions.pop()
     for ds in datasets:
         for mid, mol in ds.molecules.items():
             known = out.molecules.setdefault(mid, mol)

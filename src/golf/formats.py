@@ -1,28 +1,34 @@
-"""Foreign formats in and out: ASE databases, extended XYZ, SDF, plain XYZ, and a TorchANI export.
+"""Foreign formats in and out: ASE databases, (extended) XYZ, SDF, and a TorchANI export.
 
 Readers return a :class:`golf.data.Dataset` that keeps the data contract:
 
 - a conformation's atom order is the atom order of ``Chem.AddHs(Chem.MolFromSmiles(smiles))``
-  for the molecule's (canonical) SMILES. A file whose atoms come in another order is reordered by
-  matching the SMILES graph onto the file's bonds (SDF) or onto bonds perceived from the
-  coordinates (RDKit ``rdDetermineBonds``); a record that cannot be matched raises
-  :class:`FormatError` (or is skipped and listed in ``attrs["skipped_records"]`` with
-  ``on_error="skip"``);
-- without a SMILES (plain XYZ) the SMILES is perceived with ``DetermineBonds`` (charge 0);
+  for the molecule's canonical SMILES. A record in another order is renumbered onto that order by
+  an RDKit substructure match: SDF records with their own bonds; XYZ and database records with
+  bonds perceived from the coordinates (``rdDetermineBonds``) and, when a SMILES is given, bond
+  orders taken from it (``AllChem.AssignBondOrdersFromTemplate``). The file's atom index of each
+  atom is kept as the per-atom property ``source_order`` (only where it differs from the identity)
+  and the record's position in the file as ``source_record``, so the writers can give a record
+  back in its own atom order and with its own title (``attrs["record_titles"]``);
+- without a SMILES (plain XYZ) the molecule is perceived with ``DetermineBonds`` (charge 0);
 - molecules are de-duplicated by canonical SMILES: ``molecule_id`` counts molecules in order of
   first appearance, ``conformer_id`` counts conformations within a molecule;
-- energies in Hartree, forces in Hartree/Angstrom (converted from ``energy_unit``; forces are in
-  ``energy_unit``/Angstrom). A conformation with both energy and forces has status "ok"; one with
-  only an energy keeps it but stays "unlabelled" (training needs forces); otherwise "unlabelled".
-- elements outside H C N O F S Cl raise :class:`FormatError` unless ``allow_elements`` names them.
+- energies are total energies in Hartree, forces in Hartree/Angstrom (``attrs["energy_convention"]
+  == "total"``). The file's energy unit is explicit: ``energy_unit``, or the format's own
+  convention when it is not given (the database's ``_property_unit_dict``, else Hartree for the
+  GOLF authors' databases; eV for extended XYZ, as ASE writes it; Hartree for SDF). Energies that
+  are not the size of a total energy of their atoms (a wrong unit, or atomref-subtracted values
+  without atomrefs) raise :class:`FormatError` asking for the unit rather than guessing one;
+- a database whose metadata holds ``atomrefs`` (the GOLF/nablaDFT layout: ``data.energy`` with
+  the atomrefs subtracted) gets the atomrefs added back; the atomrefs stay in ``attrs["atomrefs"]``
+  as provenance;
+- a conformation with energy and forces has status "ok"; otherwise it stays "unlabelled";
+- elements outside H C N O F S Cl raise :class:`FormatError` unless ``allow_elements`` names them;
+  a bad record raises, or with ``on_error="skip"`` is listed in ``attrs["skipped_records"]``.
 
-Units are checked: an energy many times the total energy of its atoms in Hartree (an eV or
-kcal/mol file read as Hartree), or forces whose median RMS is far above any molecular geometry
-in Hartree/Angstrom, raise :class:`FormatError` naming the unit the numbers look like.
-
-Writers (``write_sdf``, ``write_xyz``) serve ``golf optimize`` output; :func:`export_ani` writes a
-file that ``torchani.datasets.ANIDataset`` reads (through :func:`golf.data.write`, the only code
-that opens HDF5).
+Writers (``write_sdf``, ``write_xyz``) serve ``golf optimize`` and ``golf export``;
+:func:`export_ani` writes a file that ``torchani.datasets.ANIDataset`` reads (through
+:func:`golf.data.write`, the only code that opens HDF5).
 """
 
 from __future__ import annotations
@@ -30,13 +36,11 @@ from __future__ import annotations
 import inspect
 import io
 import os
-import re
-import shlex
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +54,10 @@ __all__ = [
     "ENERGY_UNITS",
     "FORMATS",
     "read_ase_db",
+    "read_atomrefs",
+    "read_xyz",
     "read_extxyz",
     "read_sdf",
-    "read_xyz",
     "import_file",
     "write_sdf",
     "write_xyz",
@@ -65,20 +70,19 @@ ALLOWED_ELEMENTS = ("H", "C", "N", "O", "F", "S", "Cl")
 # Hartree per unit of energy; forces are in the same energy unit per Angstrom.
 ENERGY_UNITS = {"hartree": 1.0, "ev": 1.0 / HARTREE_TO_EV, "kcal/mol": 1.0 / HARTREE_TO_KCALPERMOL}
 
-FORMATS = ("ase_db", "extxyz", "xyz", "sdf", "golf")
+FORMATS = ("ase_db", "xyz", "extxyz", "sdf", "golf")
+_SUFFIXES = {".db": "ase_db", ".xyz": "xyz", ".extxyz": "extxyz", ".sdf": "sdf", ".sd": "sdf", ".mol": "sdf"}
+_SUFFIXES |= {".h5": "golf", ".hdf5": "golf"}
 
-# Rough isolated-atom energies (Hartree) to tell a total energy in Hartree from one in eV or
-# kcal/mol: only a factor of ~2 matters, since those units differ from Hartree by 27x and 627x.
-_ATOM_ENERGY = {1: -0.5, 5: -24.6, 6: -37.8, 7: -54.6, 8: -75.0, 9: -99.7, 14: -289.4, 15: -341.3,
-                16: -398.1, 17: -460.1, 35: -2574.0, 53: -6918.0}  # fmt: skip
-# A total energy this many times the atoms' Hartree scale is not in Hartree.
-_ENERGY_RATIO_LIMIT = 4.0
+# A neutral atom's total energy is 0.65-0.85 of the Thomas-Fermi estimate 0.7687 Z^(7/3) Hartree
+# (H 0.65 ... I 0.85) and binding changes a molecule's by ~1 %. Outside these bounds the numbers
+# are not total energies in Hartree: another unit (eV 27x, kcal/mol 627x), atomref-subtracted
+# values (~0.005x) or atomrefs added twice (~1.5x).
+_TOTAL_ENERGY_RATIO = (0.5, 1.2)
 # Median per-conformation RMS force (Hartree/Angstrom) above which forces are not in Hartree/Angstrom;
-# DFT data of drug-like molecules sits near 0.01-0.05, the same data in eV/Angstrom read as Hartree near 0.5.
+# DFT data of drug-like molecules sits near 0.01-0.05, the same data in eV/Angstrom near 0.5.
 _FORCE_RMS_LIMIT = 0.25
-# Covalent-radius factors tried in turn when perceiving bonds of a distorted geometry.
-_COV_FACTORS = (1.3, 1.2, 1.4, 1.5)
-# Our own SDF/XYZ keys (write_sdf/write_xyz), recognised by import_file.
+# Our own writers' energy key (write_sdf/write_xyz), Hartree; the readers recognise it.
 _GOLF_ENERGY_KEY = "golf_energy_hartree"
 
 
@@ -94,128 +98,180 @@ class FormatError(Exception):
 def read_ase_db(
     path: str | os.PathLike,
     split: str = "train",
-    energy_unit: str = "hartree",
+    energy_unit: str | None = None,
     allow_elements: Iterable[str] | None = None,
     on_error: str = "raise",
     energy_key: str = "energy",
     forces_key: str = "forces",
+    atomrefs_subtracted: bool = True,
 ) -> Dataset:
     """Read an ASE SQLite database in the layout of the GOLF authors (golf-paper.md §5).
 
     Each row: key ``smiles``; ``data.energy`` (scalar or length-1 array) and ``data.forces``
-    (atoms, 3) in ``energy_unit`` (Hartree by default) and ``energy_unit``/Angstrom; optional
-    ``data.optimal_energy`` (test sets), kept as the per-conformation property ``e_opt`` (Hartree).
-    Rows without ``data.energy`` but with an ASE calculator result use it in eV (ASE's own unit).
-    ``energy_key``/``forces_key`` name other ``data`` entries (GOLF-SPICE uses ``total_energy``).
-    Metadata ``atomrefs["energy"]`` (per-Z list) goes to ``dataset.attrs["atomrefs"]`` in Hartree.
+    (atoms, 3) in the energy unit and unit/Angstrom; optional ``data.optimal_energy`` (test sets),
+    kept as the per-conformation property ``e_opt`` (Hartree, total). Rows without ``data.energy``
+    but with an ASE calculator result use it in eV (ASE's own unit). ``energy_key``/``forces_key``
+    name other ``data`` entries (GOLF-SPICE uses ``total_energy``). Metadata ``atomrefs["energy"]``
+    (per-Z list) are added to every ``data`` energy and kept in ``attrs["atomrefs"]`` (Hartree);
+    ``atomrefs_subtracted=False`` reads a database of total energies that only lists its atomrefs.
     Rows without ``smiles`` get one perceived from the geometry. All molecules go to ``split``.
     """
-    path = _existing(path)
-    factor = _unit_factor(energy_unit)
-    builder = _Builder(path, "ase_db", split, allow_elements, on_error, energy_unit)
-    try:
-        import ase.db
+    import ase.db
 
+    path = _existing(path)
+    try:
         db = ase.db.connect(str(path), type="db", create_indices=False)
         metadata = db.metadata or {}
-        rows = db.select()
-        for row in rows:
-            record = f"row id={row.id}"
-            payload = dict(row.data) if row.get("data") is not None else {}
-            with builder.record(record):
-                energy, forces = float("nan"), None
-                if energy_key in payload:
-                    energy = _scalar(payload[energy_key], f"data.{energy_key}") * factor
-                elif row.get("energy") is not None:
-                    energy = float(row.energy) / HARTREE_TO_EV
-                if forces_key in payload:
-                    forces = np.asarray(payload[forces_key], dtype=np.float64) * factor
-                elif row.get("forces") is not None:
-                    forces = np.asarray(row.forces, dtype=np.float64) / HARTREE_TO_EV
-                props = {}
-                if "optimal_energy" in payload:
-                    props["e_opt"] = _scalar(payload["optimal_energy"], "data.optimal_energy") * factor
-                builder.add(
-                    species=row.numbers,
-                    coordinates=row.positions,
-                    smiles=row.key_value_pairs.get("smiles"),
-                    energy=energy,
-                    forces=forces,
-                    props=props,
-                    name=str(row.key_value_pairs.get("name", "")),
-                )
-    except FormatError:
-        raise
+        rows = list(db.select())
     except Exception as err:  # sqlite3 and ASE raise many kinds on damaged files
         raise FormatError(f"{path}: not a readable ASE database ({_describe(err)})") from None
+    declared = _metadata_unit(metadata, path)
+    if energy_unit is not None and declared is not None and _unit_factor(energy_unit) != _unit_factor(declared):
+        raise FormatError(f"{path}: energy_unit {energy_unit!r} contradicts the database's declared unit {declared!r}")
+    unit = energy_unit or declared or "hartree"
+    factor = _unit_factor(unit)
+    atomrefs = None
     if isinstance(metadata, Mapping) and "atomrefs" in metadata:
-        builder.dataset.attrs["atomrefs"] = _atomrefs(metadata["atomrefs"], factor, path)
+        atomrefs = _atomrefs_per_z(metadata["atomrefs"], path) * factor
+    builder = _Builder(path, "ase_db", split, allow_elements, on_error, unit, energy_unit is not None)
+    add_atomrefs = atomrefs is not None and atomrefs_subtracted
+    if add_atomrefs:
+        builder.hint = "atomrefs were added; if the energies are total already, pass atomrefs_subtracted=False"
+    for row in rows:
+        payload = dict(row.data) if row.get("data") is not None else {}
+        with builder.record(f"row id={row.id}"):
+            offset = _atomref_sum(atomrefs, row.numbers) if add_atomrefs else 0.0
+            energy, forces = float("nan"), None
+            if energy_key in payload:
+                energy = _scalar(payload[energy_key], f"data.{energy_key}") * factor + offset
+            elif row.get("energy") is not None:  # ASE's calculator convention: eV, total
+                energy = float(row.energy) / HARTREE_TO_EV
+            if forces_key in payload:
+                forces = np.asarray(payload[forces_key], dtype=np.float64) * factor
+            elif row.get("forces") is not None:
+                forces = np.asarray(row.forces, dtype=np.float64) / HARTREE_TO_EV
+            props = {}
+            if "optimal_energy" in payload:
+                props["e_opt"] = _scalar(payload["optimal_energy"], "data.optimal_energy") * factor + offset
+            builder.add(
+                row.numbers,
+                row.positions,
+                smiles=row.key_value_pairs.get("smiles"),
+                energy=energy,
+                forces=forces,
+                props=props,
+                title=str(row.key_value_pairs.get("name", "")),
+            )
+    if atomrefs is not None:
+        builder.dataset.attrs["atomrefs"] = {"energy": atomrefs.tolist()}
     return builder.finish()
 
 
-def read_extxyz(
+def read_atomrefs(path: str | os.PathLike) -> dict[str, float]:
+    """The atomrefs of an ASE database's metadata (the GOLF authors' layout) in Hartree per element.
+
+    Only the elements of :data:`ALLOWED_ELEMENTS` with a non-zero value are returned; the unit
+    follows the database's ``_property_unit_dict`` (Hartree when it has none).
+    """
+    import ase.db
+    from ase.data import atomic_numbers
+
+    path = _existing(path)
+    try:
+        metadata = ase.db.connect(str(path), type="db", create_indices=False).metadata or {}
+    except Exception as err:  # sqlite3 and ASE raise many kinds on damaged files
+        raise FormatError(f"{path}: not a readable ASE database ({_describe(err)})") from None
+    if "atomrefs" not in metadata:
+        raise FormatError(f"{path}: the database metadata has no atomrefs")
+    refs = _atomrefs_per_z(metadata["atomrefs"], path) * _unit_factor(_metadata_unit(metadata, path) or "hartree")
+    out = {s: float(refs[atomic_numbers[s]]) for s in ALLOWED_ELEMENTS if atomic_numbers[s] < len(refs)}
+    return {s: e for s, e in out.items() if e != 0.0}
+
+
+def read_xyz(
     path: str | os.PathLike,
     energy_key: str = "energy",
     forces_key: str = "forces",
-    energy_unit: str = "ev",
+    energy_unit: str | None = None,
     split: str = "train",
     allow_elements: Iterable[str] | None = None,
     on_error: str = "raise",
 ) -> Dataset:
-    """Read an extended XYZ file with ``ase.io``; energies in ``energy_unit`` (ASE's eV by default).
+    """Read a plain or extended XYZ file with ``ase.io`` (extended: energies in eV unless ``energy_unit``).
 
     Energy and forces come from ``atoms.info[energy_key]`` / ``atoms.arrays[forces_key]`` or, for
-    the keys ``energy``/``forces``, from the calculator ASE attaches. An ``info`` key ``smiles``
-    fixes the molecule (atoms are reordered to its AddHs order); without it the SMILES is perceived.
+    the keys ``energy``/``forces``, from the calculator ASE attaches; files written by
+    :func:`write_xyz` carry Hartree under ``golf_energy_hartree``. An ``info`` key ``smiles``
+    fixes the molecule; without it the molecule is perceived. The title is ``info["name"]`` or,
+    for a plain XYZ comment line, the comment itself.
     """
+    import ase.io
+
     path = _existing(path)
-    factor = _unit_factor(energy_unit)
-    builder = _Builder(path, "extxyz", split, allow_elements, on_error, energy_unit)
-    frames = _ase_read(path, "extxyz")
+    try:
+        frames = ase.io.read(str(path), index=":", format="extxyz")
+    except Exception as err:  # ASE's parsers raise anything from ValueError to StopIteration
+        raise FormatError(f"{path}: not a readable XYZ file ({_describe(err)})") from None
+    if not frames:
+        raise FormatError(f"{path}: no frames")
+    ours = energy_key == "energy" and energy_unit is None and _GOLF_ENERGY_KEY in frames[0].info
+    if ours:
+        energy_key, energy_unit = _GOLF_ENERGY_KEY, "hartree"
+    unit = energy_unit or "ev"
+    factor = _unit_factor(unit)
+    builder = _Builder(path, "xyz", split, allow_elements, on_error, unit, energy_unit is not None and not ours)
+    comments = _comment_lines(path, [len(a) for a in frames])
     for index, atoms in enumerate(frames):
         with builder.record(f"frame {index}"):
             results = atoms.calc.results if atoms.calc is not None else {}
             energy = atoms.info.get(energy_key, results.get(energy_key))
             forces = atoms.arrays.get(forces_key, results.get(forces_key))
+            # ASE parses a plain comment line into flags; a comment without "=" is the title itself.
+            title = atoms.info.get("name", comments[index] if "=" not in comments[index] else "")
             builder.add(
-                species=atoms.numbers,
-                coordinates=atoms.positions,
+                atoms.numbers,
+                atoms.positions,
                 smiles=atoms.info.get("smiles"),
                 energy=float("nan") if energy is None else _scalar(energy, energy_key) * factor,
                 forces=None if forces is None else np.asarray(forces, dtype=np.float64) * factor,
-                name=str(atoms.info.get("name", "")),
+                title=str(title),
             )
     return builder.finish()
+
+
+read_extxyz = read_xyz  # one reader: ASE's extxyz parser reads plain XYZ as well
 
 
 def read_sdf(
     path: str | os.PathLike,
     energy_prop: str | None = None,
-    energy_unit: str = "hartree",
+    energy_unit: str | None = None,
     split: str = "train",
     allow_elements: Iterable[str] | None = None,
     on_error: str = "raise",
 ) -> Dataset:
     """Read an SDF with RDKit (``removeHs=False``; hydrogens must be explicit in the file).
 
-    Each record's molecule is matched onto ``AddHs(MolFromSmiles(MolToSmiles(RemoveHs(mol))))``
-    and its coordinates reordered to that order. ``energy_prop`` names an SD property holding the
-    energy in ``energy_unit`` (no forces in SDF, so such records stay "unlabelled" with an energy).
-    The record title becomes the molecule's name.
+    ``energy_prop`` names an SD property holding the energy (Hartree unless ``energy_unit``); no
+    forces in SDF, so such records stay "unlabelled" with an energy. Files written by
+    :func:`write_sdf` carry Hartree under ``golf_energy_hartree``. The record title is kept.
     """
     from rdkit import Chem, rdBase
 
     path = _existing(path)
-    factor = _unit_factor(energy_unit)
-    builder = _Builder(path, "sdf", split, allow_elements, on_error, energy_unit)
     try:
         with rdBase.BlockLogs():
-            supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)
-            mols = list(supplier)
+            mols = list(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True))
     except OSError as err:
         raise FormatError(f"{path}: not a readable SDF file ({_describe(err)})") from None
     if not mols:
         raise FormatError(f"{path}: no records; not an SDF file?")
+    ours = energy_prop is None and energy_unit is None and mols[0] is not None and mols[0].HasProp(_GOLF_ENERGY_KEY)
+    if ours:
+        energy_prop = _GOLF_ENERGY_KEY
+    unit = energy_unit or "hartree"
+    factor = _unit_factor(unit)
+    builder = _Builder(path, "sdf", split, allow_elements, on_error, unit, energy_unit is not None)
     for index, mol in enumerate(mols, start=1):
         with builder.record(f"record {index}"):
             if mol is None:
@@ -227,47 +283,30 @@ def read_sdf(
                 if not mol.HasProp(energy_prop):
                     raise FormatError(f"property {energy_prop!r} missing")
                 energy = _scalar(mol.GetProp(energy_prop), energy_prop) * factor
-            name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
             builder.add(
-                species=[a.GetAtomicNum() for a in mol.GetAtoms()],
-                coordinates=mol.GetConformer().GetPositions(),
+                [a.GetAtomicNum() for a in mol.GetAtoms()],
+                mol.GetConformer().GetPositions(),
                 smiles=None,
                 energy=energy,
-                name=name,
+                title=mol.GetProp("_Name").strip() if mol.HasProp("_Name") else "",
                 rdmol=mol,
             )
-    return builder.finish()
-
-
-def read_xyz(
-    path: str | os.PathLike,
-    split: str = "train",
-    allow_elements: Iterable[str] | None = None,
-    on_error: str = "raise",
-) -> Dataset:
-    """Read a plain multi-frame XYZ file (geometry only; SMILES perceived with charge 0).
-
-    The comment line of each frame becomes the molecule's name when it is the first of its kind.
-    """
-    path = _existing(path)
-    builder = _Builder(path, "xyz", split, allow_elements, on_error, None)
-    for index, (species, coordinates, comment) in enumerate(_parse_xyz(path)):
-        with builder.record(f"frame {index}"):
-            builder.add(species=species, coordinates=coordinates, smiles=None, name=comment)
     return builder.finish()
 
 
 def import_file(path: str | os.PathLike, fmt: str | None = None, **kw: Any) -> Dataset:
     """Read a foreign file into a Dataset, choosing the reader by ``fmt`` or by the suffix.
 
-    ``.db`` -> ASE database, ``.extxyz`` -> extended XYZ, ``.xyz`` -> extended XYZ when the first
-    comment line holds ``key=value`` properties, plain XYZ otherwise, ``.sdf``/``.sd``/``.mol``
-    -> SDF, ``.h5``/``.hdf5`` -> a golf-workflow dataset. Files written by :func:`write_sdf` /
-    :func:`write_xyz` read back with their energies. ``kw`` goes to the reader.
+    ``.db`` -> ASE database, ``.xyz``/``.extxyz`` -> (extended) XYZ, ``.sdf``/``.sd``/``.mol``
+    -> SDF, ``.h5``/``.hdf5`` -> a golf-workflow dataset. ``kw`` goes to the reader.
     """
     path = _existing(path)
     if fmt is None:
-        fmt = _guess_format(path)
+        fmt = _SUFFIXES.get(path.suffix.lower())
+        if fmt is None:
+            raise FormatError(
+                f"{path}: cannot tell the format from the suffix {path.suffix!r}; pass fmt ({', '.join(FORMATS)})"
+            )
     if fmt == "golf":
         if kw:
             raise FormatError(f"{path}: a golf-workflow dataset takes no reader options, got {', '.join(kw)}")
@@ -275,20 +314,14 @@ def import_file(path: str | os.PathLike, fmt: str | None = None, **kw: Any) -> D
             return golf_data.read(path)
         except golf_data.DataError as err:
             raise FormatError(str(err)) from None
-    readers = {"ase_db": read_ase_db, "extxyz": read_extxyz, "xyz": read_xyz, "sdf": read_sdf}
+    readers = {"ase_db": read_ase_db, "xyz": read_xyz, "extxyz": read_xyz, "sdf": read_sdf}
     if fmt not in readers:
         raise FormatError(f"{path}: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    reader = readers[fmt]
-    known = list(inspect.signature(reader).parameters)[1:]
+    known = list(inspect.signature(readers[fmt]).parameters)[1:]
     unknown = [k for k in kw if k not in known]
     if unknown:
         raise FormatError(f"{path}: option {unknown[0]!r} does not apply to format {fmt}; known: {', '.join(known)}")
-    # Our own writers' files (write_xyz / write_sdf) carry their energy in Hartree under a fixed key.
-    if fmt == "extxyz" and "energy_key" not in kw and _first_comment_has(path, _GOLF_ENERGY_KEY):
-        kw = {"energy_key": _GOLF_ENERGY_KEY, "energy_unit": "hartree", **kw}
-    if fmt == "sdf" and "energy_prop" not in kw and _sdf_has_prop(path, _GOLF_ENERGY_KEY):
-        kw = {"energy_prop": _GOLF_ENERGY_KEY, "energy_unit": "hartree", **kw}
-    return reader(path, **kw)
+    return readers[fmt](path, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,12 +335,13 @@ def write_sdf(
     energy_prop: str = _GOLF_ENERGY_KEY,
     extra_props: Sequence[str] | None = None,
 ) -> None:
-    """Write every conformation as an SDF record, bonds from its molecule's SMILES.
+    """Write every conformation as an SDF record, bonds from its molecule's SMILES, atomically.
 
-    SD properties per record: ``energy_prop`` (Hartree; ``nan`` when unknown), ``golf_status``,
-    ``golf_smiles``, ``golf_molecule_id``, ``golf_conformer_id``, and the scalar conformer
-    properties named in ``extra_props`` (all scalar properties when None). Stereo tags follow the
-    coordinates. Written atomically.
+    Atoms come in the record's source order and with its own title where the dataset carries them
+    (an imported file), else in AddHs order with the molecule's name. SD properties per record:
+    ``energy_prop`` (Hartree; ``nan`` when unknown), ``golf_status``, ``golf_smiles``,
+    ``golf_molecule_id``, ``golf_conformer_id``, and the scalar conformer properties named in
+    ``extra_props`` (all scalar properties when None). Stereo tags follow the coordinates.
     """
     from rdkit import Chem
 
@@ -316,7 +350,7 @@ def write_sdf(
     writer.SetForceV3000(False)
     for index, c in enumerate(dataset.conformers):
         molecule = dataset.molecules[c.molecule_id]
-        mol = Chem.Mol(_template(molecule.smiles).mol)
+        mol = Chem.Mol(_template(molecule.smiles))
         if [a.GetAtomicNum() for a in mol.GetAtoms()] != c.species.tolist():
             raise FormatError(
                 f"conformer {index} (molecule {c.molecule_id}): atoms are not in the AddHs order of {molecule.smiles}"
@@ -328,7 +362,10 @@ def write_sdf(
         mol.RemoveAllConformers()
         mol.AddConformer(conf, assignId=True)
         Chem.AssignStereochemistryFrom3D(mol)
-        mol.SetProp("_Name", molecule.name)
+        order = _source_order(c)
+        if order is not None:
+            mol = Chem.RenumberAtoms(mol, np.argsort(order).tolist())  # file atom j = AddHs atom argsort[j]
+        mol.SetProp("_Name", _title(dataset, c))
         mol.SetProp(energy_prop, repr(float(c.energy)))  # "nan" when unknown: reads back as missing
         mol.SetProp("golf_status", c.status)
         mol.SetProp("golf_smiles", molecule.smiles)
@@ -342,26 +379,27 @@ def write_sdf(
 
 
 def write_xyz(path: str | os.PathLike, dataset: Dataset) -> None:
-    """Write every conformation as a frame of a multi-frame XYZ file (Angstrom), atomically.
+    """Write every conformation as a frame of an extended XYZ file (``ase.io``, Angstrom), atomically.
 
-    The comment line holds ``key=value`` pairs (an extended-XYZ comment, so ASE parses it):
-    ``golf_energy_hartree`` (``nan`` when unknown), ``status``, ``smiles``, ``molecule_id``, ``conformer_id``
-    and the molecule's ``name`` when it has one.
+    Atoms and titles as in :func:`write_sdf`. The comment line holds ``golf_energy_hartree`` (``nan``
+    when unknown), ``status``, ``smiles``, ``molecule_id``, ``conformer_id`` and ``name`` (the title).
     """
-    from ase.data import chemical_symbols
+    import ase.io
+    from ase import Atoms
 
-    lines = []
+    frames = []
     for c in dataset.conformers:
         molecule = dataset.molecules[c.molecule_id]
-        # The energy key is always there (nan when unknown), so import_file recognises the file.
-        pairs = [f"{_GOLF_ENERGY_KEY}={float(c.energy)!r}", f"status={c.status}", f'smiles="{molecule.smiles}"']
-        pairs += [f"molecule_id={c.molecule_id}", f"conformer_id={c.conformer_id}"]
-        if molecule.name and '"' not in molecule.name and "\\" not in molecule.name:
-            pairs.append(f'name="{molecule.name}"')
-        lines += [str(len(c.species)), " ".join(pairs)]
-        for z, (x, y, zz) in zip(c.species, c.coordinates, strict=True):
-            lines.append(f"{chemical_symbols[int(z)]:<2s} {x:16.10f} {y:16.10f} {zz:16.10f}")
-    _write_text(path, "\n".join(lines) + "\n")
+        order = _source_order(c)
+        back = slice(None) if order is None else np.argsort(order)
+        info = {_GOLF_ENERGY_KEY: float(c.energy), "status": c.status, "smiles": molecule.smiles}
+        info |= {"molecule_id": int(c.molecule_id), "conformer_id": int(c.conformer_id)}
+        if title := _title(dataset, c):
+            info["name"] = title
+        frames.append(Atoms(numbers=c.species[back], positions=c.coordinates[back], info=info))
+    buffer = io.StringIO()
+    ase.io.write(buffer, frames, format="extxyz")
+    _write_text(path, buffer.getvalue())
 
 
 def export_ani(dataset: Dataset, path: str | os.PathLike) -> int:
@@ -371,20 +409,11 @@ def export_ani(dataset: Dataset, path: str | os.PathLike) -> int:
     ``forces``, plus golf's numeric bookkeeping arrays), so ``torchani.datasets.ANIDataset``
     reads it; conformer properties are dropped. Returns the number of conformations written.
     """
-    keep = []
-    for c in dataset.conformers:
-        if c.status == "ok" and np.isfinite(c.energy) and c.forces is not None and np.isfinite(c.forces).all():
-            keep.append(
-                Conformer(
-                    molecule_id=c.molecule_id,
-                    conformer_id=c.conformer_id,
-                    species=c.species,
-                    coordinates=c.coordinates,
-                    energy=c.energy,
-                    forces=c.forces,
-                    status="ok",
-                )
-            )
+    keep = [
+        Conformer(c.molecule_id, c.conformer_id, c.species, c.coordinates, c.energy, c.forces, "ok")
+        for c in dataset.conformers
+        if c.status == "ok" and np.isfinite(c.energy) and c.forces is not None and np.isfinite(c.forces).all()
+    ]
     if not keep:
         raise FormatError(f"{path}: nothing to export; the dataset has no labelled conformations")
     used = {c.molecule_id for c in keep}
@@ -394,45 +423,35 @@ def export_ani(dataset: Dataset, path: str | os.PathLike) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# The builder: element check, SMILES, atom order, molecule table, unit check
+# The builder: element check, molecule and atom order, molecule table, unit check
 # --------------------------------------------------------------------------------------------
 
 
 class _Builder:
-    """Collects records into a Dataset; one instance per file read."""
+    """Collects the records of one file into a Dataset."""
 
-    def __init__(self, path, fmt, split, allow_elements, on_error, energy_unit):
+    def __init__(self, path, fmt, split, allow_elements, on_error, unit: str, unit_given: bool):
         if on_error not in ("raise", "skip"):
             raise FormatError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if split not in ("train", "test"):
             raise FormatError(f"split must be 'train' or 'test', got {split!r}")
-        self.path = path
-        self.split = split
-        self.energy_unit = energy_unit
-        self.on_error = on_error
+        self.path, self.split, self.on_error = path, split, on_error
+        self.unit, self.unit_given = unit, unit_given
+        self.hint = ""  # the reader's own explanation of a bad energy, when it has one
         self.allowed = _allowed_numbers(allow_elements)
-        source = {"format": fmt, "path": str(path)}
-        if energy_unit is not None:
-            source["energy_unit"] = energy_unit
-        self.dataset = Dataset(attrs={"source": source})
+        source = {"format": fmt, "path": str(path), "energy_unit": unit}
+        self.dataset = Dataset(attrs={"source": source, "energy_convention": "total"})
         self.skipped: list[str] = []
+        self.titles: list[str] = []
         self._ids: dict[str, int] = {}
         self._counts: dict[int, int] = {}
 
     def record(self, where: str) -> _Record:
         return _Record(self, where)
 
-    def add(
-        self,
-        species,
-        coordinates,
-        smiles: str | None,
-        energy: float = float("nan"),
-        forces=None,
-        props: dict | None = None,
-        name: str = "",
-        rdmol=None,
-    ) -> None:
+    def add(self, species, coordinates, smiles, energy=float("nan"), forces=None, props=None, title="", rdmol=None):
+        record = len(self.titles)
+        self.titles.append(title)  # before any error: record indices count every record of the file
         species = np.asarray(species, dtype=np.int64).reshape(-1)
         coordinates = np.asarray(coordinates, dtype=np.float64)
         if coordinates.shape != (len(species), 3):
@@ -450,23 +469,28 @@ class _Builder:
             if forces.shape != (len(species), 3):
                 raise FormatError(f"forces have shape {forces.shape}, expected ({len(species)}, 3)")
         if np.isfinite(energy):
-            _check_energy(float(energy), species, self.energy_unit)
+            self._check_energy(float(energy), species)
 
-        canonical, order = _canonical_order(species, coordinates, smiles, rdmol)
+        canonical, order = _addhs_order(species, coordinates, smiles, rdmol)
         mid = self._ids.get(canonical)
         if mid is None:
+            from rdkit import Chem
+
             mid = self._ids[canonical] = len(self._ids)
-            template = _template(canonical).mol
+            template = _template(canonical)
             self.dataset.molecules[mid] = Molecule(
                 molecule_id=mid,
                 smiles=canonical,
-                name=name,
-                charge=_formal_charge(template),
+                name=title,
+                charge=int(Chem.GetFormalCharge(template)),
                 multiplicity=1 + sum(a.GetNumRadicalElectrons() for a in template.GetAtoms()),
                 split=self.split,
             )
         cid = self._counts.get(mid, 0)
         self._counts[mid] = cid + 1
+        props = {**(props or {}), "source_record": record}
+        if not np.array_equal(order, np.arange(len(order))):
+            props["source_order"] = order
         labelled = np.isfinite(energy) and forces is not None and np.isfinite(forces).all()
         self.dataset.conformers.append(
             Conformer(
@@ -477,16 +501,43 @@ class _Builder:
                 energy=float(energy),
                 forces=None if forces is None else forces[order],
                 status="ok" if labelled else "unlabelled",
-                props=dict(props or {}),
+                props=props,
             )
+        )
+
+    def _check_energy(self, energy: float, species) -> None:
+        """Raise unless ``energy`` (Hartree, after conversion) is the size of a total energy of these atoms."""
+        scale = float(sum(0.7687 * int(z) ** (7 / 3) for z in species))  # Thomas-Fermi atoms, Hartree
+        ratio = abs(energy) / scale
+        low, high = _TOTAL_ENERGY_RATIO
+        if low <= ratio <= high:
+            return
+        hint = self.hint or (
+            f"is energy_unit={self.unit!r} right, and are these total energies?"
+            if self.unit_given
+            else f"read as {self.unit}, the format's default; pass the file's energy_unit "
+            f"({', '.join(ENERGY_UNITS)}), or atomrefs if the energies have them subtracted"
+        )
+        raise FormatError(
+            f"energy {energy:.6g} Ha is {ratio:.3g}x the total-energy scale of its atoms "
+            f"(~{-0.75 * scale:.0f} Ha), not a total energy in Hartree: {hint}"
         )
 
     def finish(self) -> Dataset:
         if self.skipped:
             self.dataset.attrs["skipped_records"] = self.skipped
+        if any(self.titles):
+            self.dataset.attrs["record_titles"] = self.titles
         if not self.dataset.conformers and not self.skipped:
             raise FormatError(f"{self.path}: no conformations in the file")
-        _check_forces(self.dataset, self.path, self.energy_unit)
+        rms = [np.sqrt(np.mean(c.forces**2)) for c in self.dataset if c.forces is not None]
+        rms = [r for r in rms if np.isfinite(r)]
+        if rms and np.median(rms) > _FORCE_RMS_LIMIT:
+            raise FormatError(
+                f"{self.path}: forces have a median RMS of {np.median(rms):.3g} Ha/Angstrom (read as "
+                f"{self.unit}/Angstrom), far above molecular forces; pass the file's energy_unit (sets both "
+                "energies and forces)"
+            )
         return self.dataset
 
 
@@ -494,8 +545,7 @@ class _Record:
     """Context for one record: prefixes errors with the file and record, or skips the record."""
 
     def __init__(self, builder: _Builder, where: str):
-        self.builder = builder
-        self.where = where
+        self.builder, self.where = builder, where
 
     def __enter__(self):
         return self
@@ -515,176 +565,94 @@ class _Record:
         raise FormatError(message) from None
 
 
-def _canonical_order(species, coordinates, smiles, rdmol) -> tuple[str, np.ndarray]:
-    """Canonical SMILES of a record and the file index of each atom in AddHs(canonical) order."""
+# --------------------------------------------------------------------------------------------
+# Molecules and atom order (RDKit)
+# --------------------------------------------------------------------------------------------
+
+
+def _addhs_order(species, coordinates, smiles, rdmol) -> tuple[str, np.ndarray]:
+    """Canonical SMILES of a record and the file index of each atom in its AddHs order.
+
+    ``rdmol`` is the record's own molecule (SDF); without it bonds are perceived from the
+    coordinates: connectivity when a SMILES is given (its bond orders are then assigned from the
+    SMILES), connectivity and bond orders (neutral molecule) when not.
+    """
     from rdkit import Chem, rdBase
+    from rdkit.Chem import AllChem, rdDetermineBonds
 
     with rdBase.BlockLogs():
-        if smiles is not None:
-            template = _template(str(smiles))
-            bonded = None
-        elif rdmol is not None:
-            # SDF: the record's own bonds define the molecule.
-            template = _template(Chem.MolToSmiles(Chem.RemoveHs(rdmol)))
-            bonded = rdmol
-        else:
-            bonded = _perceive_molecule(species, coordinates)
-            template = _template(Chem.MolToSmiles(Chem.RemoveHs(bonded)))
-        if sorted(species.tolist()) != sorted(template.species.tolist()):
-            got, want = golf_data.formula(species), golf_data.formula(template.species)
-            raise FormatError(f"atoms {got} do not match SMILES {template.smiles} ({want} with hydrogens)")
-        order = _match(template, species, coordinates, bonded)
-        if order is None:
-            raise FormatError(f"cannot match the atoms onto SMILES {template.smiles} (bonds in the geometry differ)")
-    return template.smiles, order
-
-
-def _match(template: _Template, species, coordinates, bonded) -> np.ndarray | None:
-    """File atom index for each template atom, or None when the graphs do not match.
-
-    ``bonded`` is the record's own molecule (SDF, or bonds perceived for XYZ) or None; then bonds
-    are perceived from the coordinates, retrying looser and tighter covalent radii because a
-    distorted conformation may lose or gain a bond at the default.
-    """
-    n = len(template.species)
-    same_order = np.array_equal(species, template.species)
-    if bonded is not None:
-        if same_order and np.array_equal(_adjacency(bonded), template.adjacency):
-            return np.arange(n)  # already in AddHs order: keep it exactly, not a symmetric copy
-        # Full chemical match first: bond orders and charges tell apart what topology cannot.
-        match = bonded.GetSubstructMatch(template.mol)
-        if len(match) == n and bonded.GetNumBonds() == template.mol.GetNumBonds():
-            return np.asarray(match, dtype=np.int64)
-    n_bonds = template.mol.GetNumBonds()
-    for k in range(len(_COV_FACTORS) + 1):
-        if k == 0:
-            if bonded is None:
-                continue
-            graph = _skeleton(bonded)
-        else:
-            graph = _connectivity(species, coordinates, _COV_FACTORS[k - 1])
-            if graph is None:
-                continue
-        if graph.GetNumBonds() != n_bonds:
-            continue
-        if same_order and np.array_equal(_adjacency(graph), template.adjacency):
-            return np.arange(n)
-        # Same atom and bond counts, so an injective match is an isomorphism of the two graphs.
-        match = graph.GetSubstructMatch(template.skeleton)
-        if len(match) == n:
-            return np.asarray(match, dtype=np.int64)
-    return None
-
-
-def _adjacency(mol) -> np.ndarray:
-    from rdkit import Chem
-
-    return Chem.GetAdjacencyMatrix(mol)
-
-
-def _skeleton(mol):
-    """The bare graph of a molecule: element and connectivity only (all bonds single, no charges)."""
-    from rdkit import Chem
-
-    rw = Chem.RWMol(mol)
-    for atom in rw.GetAtoms():
-        atom.SetFormalCharge(0)
-        atom.SetNumRadicalElectrons(0)
-        atom.SetIsotope(0)
-        atom.SetIsAromatic(False)
-        atom.SetNoImplicit(True)
-        atom.SetNumExplicitHs(0)
-        atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
-    for bond in rw.GetBonds():
-        bond.SetBondType(Chem.BondType.SINGLE)
-        bond.SetIsAromatic(False)
-        bond.SetStereo(Chem.BondStereo.STEREONONE)
-    out = rw.GetMol()
-    out.UpdatePropertyCache(strict=False)
-    Chem.FastFindRings(out)
-    return out
-
-
-def _bare_mol(species, coordinates):
-    from rdkit import Chem
-
-    rw = Chem.RWMol()
-    for z in species:
-        rw.AddAtom(Chem.Atom(int(z)))
-    conf = Chem.Conformer(len(species))
-    for i, xyz in enumerate(coordinates):
-        conf.SetAtomPosition(i, [float(v) for v in xyz])
-    conf.Set3D(True)
-    rw.AddConformer(conf, assignId=True)
-    return rw.GetMol()
-
-
-def _connectivity(species, coordinates, factor):
-    from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds
-
-    mol = _bare_mol(species, coordinates)
-    try:
-        rdDetermineBonds.DetermineConnectivity(mol, useHueckel=False, charge=0, covFactor=factor)
-    except (ValueError, RuntimeError):
-        return None
-    # Single bonds, no charges: already a skeleton; ring info lets substructure matching run.
-    mol.UpdatePropertyCache(strict=False)
-    Chem.FastFindRings(mol)
-    return mol
-
-
-def _perceive_molecule(species, coordinates):
-    """Bonds, bond orders and stereo perceived from a neutral geometry (rdDetermineBonds, charge 0)."""
-    from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds
-
-    last = "no bond pattern fits"
-    for factor in _COV_FACTORS:
-        mol = _bare_mol(species, coordinates)
-        try:
-            rdDetermineBonds.DetermineBonds(mol, charge=0, covFactor=factor)
-            Chem.SanitizeMol(mol)
-            Chem.AssignStereochemistryFrom3D(mol)
-            return mol
-        except (ValueError, RuntimeError) as err:
-            last = _describe(err)
-    raise FormatError(f"cannot perceive a neutral closed-shell molecule from the geometry ({last})")
-
-
-class _Template(NamedTuple):
-    """A molecule's canonical SMILES and its AddHs mol, with what matching needs precomputed."""
-
-    smiles: str
-    mol: Any  # Chem.Mol, AddHs(MolFromSmiles(smiles)); never modified
-    species: np.ndarray  # (atoms,) atomic numbers in AddHs order
-    adjacency: np.ndarray  # (atoms, atoms) 0/1
-    skeleton: Any  # Chem.Mol, the bare graph (see _skeleton)
+        mol = rdmol
+        if mol is None:
+            lines = [
+                f"{_symbol(int(z))} {x:.12f} {y:.12f} {w:.12f}"
+                for z, (x, y, w) in zip(species, coordinates, strict=True)
+            ]
+            mol = Chem.MolFromXYZBlock(f"{len(species)}\n\n" + "\n".join(lines) + "\n")
+            try:
+                if smiles is None:
+                    rdDetermineBonds.DetermineBonds(mol, charge=0)
+                    Chem.SanitizeMol(mol)
+                    Chem.AssignStereochemistryFrom3D(mol)
+                else:
+                    rdDetermineBonds.DetermineConnectivity(mol)
+            except (ValueError, RuntimeError) as err:
+                raise FormatError(f"cannot perceive a neutral closed-shell molecule ({_describe(err)})") from None
+        if smiles is None:
+            smiles = Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
+        template = _template(str(smiles))
+        canonical = Chem.MolToSmiles(Chem.RemoveHs(template))
+        want = np.array([a.GetAtomicNum() for a in template.GetAtoms()])
+        if sorted(species.tolist()) != sorted(want.tolist()):
+            got, expected = golf_data.formula(species), golf_data.formula(want)
+            raise FormatError(f"atoms {got} do not match SMILES {canonical} ({expected} with hydrogens)")
+        same_bonds = mol.GetNumBonds() == template.GetNumBonds()
+        if same_bonds and np.array_equal(species, want):
+            if np.array_equal(Chem.GetAdjacencyMatrix(mol), Chem.GetAdjacencyMatrix(template)):
+                return canonical, np.arange(len(species))  # already in AddHs order: keep it, not a symmetric copy
+        if rdmol is None and same_bonds:
+            try:
+                mol = AllChem.AssignBondOrdersFromTemplate(template, mol)
+            except (ValueError, RuntimeError):
+                same_bonds = False
+        match = mol.GetSubstructMatch(template) if same_bonds else ()
+        if len(match) != len(species):
+            raise FormatError(f"cannot match the atoms onto SMILES {canonical} (bonds in the geometry differ)")
+    return canonical, np.asarray(match, dtype=np.int64)
 
 
 @lru_cache(maxsize=4096)
-def _template(smiles: str) -> _Template:
-    """The template of a SMILES (canonicalised first); FormatError if it is invalid."""
+def _template(smiles: str):
+    """``AddHs(MolFromSmiles(canonical smiles))``, never to be modified; FormatError if invalid."""
     from rdkit import Chem, rdBase
 
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles)
         if mol is None or mol.GetNumAtoms() == 0:
             raise FormatError(f"invalid SMILES {smiles!r}")
-        canonical = Chem.MolToSmiles(mol)
-        template = Chem.AddHs(Chem.MolFromSmiles(canonical))
-    species = np.array([a.GetAtomicNum() for a in template.GetAtoms()], dtype=np.int64)
-    return _Template(canonical, template, species, _adjacency(template), _skeleton(template))
+        return Chem.AddHs(Chem.MolFromSmiles(Chem.MolToSmiles(mol)))
 
 
-def _formal_charge(mol) -> int:
-    from rdkit import Chem
+def _source_order(c: Conformer) -> np.ndarray | None:
+    """The file index of each atom, when the conformer came from a file in another order."""
+    order = c.props.get("source_order")
+    if order is None:
+        return None
+    order = np.asarray(order, dtype=np.int64)
+    # rows without the property carry -1 fill values once they share an HDF5 group with others
+    return order if sorted(order.tolist()) == list(range(len(c.species))) else None
 
-    return int(Chem.GetFormalCharge(mol))
+
+def _title(dataset: Dataset, c: Conformer) -> str:
+    """The record's own title where the dataset knows it, else the molecule's name."""
+    titles = dataset.attrs.get("record_titles")
+    record = c.props.get("source_record", -1)
+    if titles and 0 <= int(record) < len(titles):
+        return str(titles[int(record)])
+    return dataset.molecules[c.molecule_id].name
 
 
 # --------------------------------------------------------------------------------------------
-# Units
+# Units and atomrefs
 # --------------------------------------------------------------------------------------------
 
 
@@ -695,50 +663,30 @@ def _unit_factor(unit: str) -> float:
     return ENERGY_UNITS[key]
 
 
-def _atoms_energy_scale(species) -> float:
-    """Magnitude of the sum of isolated-atom energies (Hartree); Thomas-Fermi for unlisted elements."""
-    return float(sum(abs(_ATOM_ENERGY.get(int(z), -0.7687 * int(z) ** (7 / 3))) for z in species))
+def _metadata_unit(metadata, path) -> str | None:
+    """The energy unit an ASE database declares (schnetpack's ``_property_unit_dict``), or None."""
+    units = metadata.get("_property_unit_dict") if isinstance(metadata, Mapping) else None
+    unit = units.get("energy") if isinstance(units, Mapping) else None
+    if unit is not None and str(unit).lower().replace(" ", "") not in ENERGY_UNITS:
+        raise FormatError(f"{path}: the database declares energy unit {unit!r}; known: {', '.join(ENERGY_UNITS)}")
+    return unit
 
 
-def _guess_unit(ratio: float) -> str:
-    return min(("ev", "kcal/mol"), key=lambda u: abs(np.log(ratio * ENERGY_UNITS[u])))
-
-
-def _check_energy(energy: float, species, unit: str | None) -> None:
-    """Raise if a total energy (Hartree, after conversion) is far too large for its atoms."""
-    ratio = abs(energy) / _atoms_energy_scale(species)
-    if ratio > _ENERGY_RATIO_LIMIT:
-        guess = _guess_unit(ratio)
-        raise FormatError(
-            f"energy {energy:.6g} Ha (read as {unit}) is {ratio:.0f}x the atoms' total energy scale in Hartree; "
-            f"it looks like {guess}: pass energy_unit={guess!r}"
-        )
-
-
-def _check_forces(dataset: Dataset, path, unit: str | None) -> None:
-    rms = [float(np.sqrt(np.mean(c.forces**2))) for c in dataset.conformers if c.forces is not None]
-    rms = [r for r in rms if np.isfinite(r)]
-    if not rms:
-        return
-    median = float(np.median(rms))
-    if median > _FORCE_RMS_LIMIT:
-        guess = _guess_unit(median / 0.02)  # 0.02 Ha/Angstrom: a typical RMS force of a conformer
-        raise FormatError(
-            f"{path}: forces have a median RMS of {median:.3g} Ha/Angstrom (read as {unit}/Angstrom), far above "
-            f"molecular forces in Hartree/Angstrom; they look like {guess}/Angstrom (energy_unit={guess!r} sets both "
-            "energies and forces)"
-        )
-
-
-def _atomrefs(value, factor: float, path) -> dict[str, list[float]]:
-    """Metadata ``atomrefs`` as {"energy": per-Z list in Hartree}."""
+def _atomrefs_per_z(value, path) -> np.ndarray:
+    """Metadata ``atomrefs`` (``{"energy": per-Z list}`` or the list itself) as an array in the file's unit."""
     if isinstance(value, Mapping):
         value = value.get("energy")
     try:
-        refs = np.asarray(value, dtype=np.float64).reshape(-1) * factor
+        return np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise FormatError(f"{path}: metadata atomrefs is not a per-Z list of energies") from None
-    return {"energy": refs.tolist()}
+
+
+def _atomref_sum(atomrefs: np.ndarray, numbers) -> float:
+    numbers = np.asarray(numbers, dtype=np.int64)
+    if numbers.max() >= len(atomrefs):
+        raise FormatError(f"no atomref for element {_symbol(int(numbers.max()))}")
+    return float(atomrefs[numbers].sum())
 
 
 def _scalar(value, what: str) -> float:
@@ -791,98 +739,20 @@ def _allowed_numbers(allow_elements) -> set[int]:
     return out
 
 
-def _ase_read(path: Path, fmt: str):
-    import ase.io
-
-    try:
-        frames = ase.io.read(str(path), index=":", format=fmt)
-    except Exception as err:  # ASE's parsers raise anything from ValueError to StopIteration
-        raise FormatError(f"{path}: not a readable {fmt} file ({_describe(err)})") from None
-    if not frames:
-        raise FormatError(f"{path}: no frames")
-    return frames
-
-
-def _parse_xyz(path: Path):
-    """Yield (species, coordinates, comment) per frame of a plain XYZ file."""
-    from ase.data import atomic_numbers
-
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise FormatError(f"{path}: not a readable XYZ file ({_describe(err)})") from None
-    i = 0
-    while i < len(lines):
-        if not lines[i].strip():
-            i += 1
-            continue
-        try:
-            n = int(lines[i].split()[0])
-        except ValueError:
-            raise FormatError(f"{path}: line {i + 1}: expected an atom count, got {lines[i].strip()[:40]!r}") from None
-        if i + 2 + n > len(lines):
-            raise FormatError(f"{path}: line {i + 1}: frame of {n} atoms runs past the end of the file")
-        comment = lines[i + 1].strip()
-        species, coordinates = [], []
-        for k in range(i + 2, i + 2 + n):
-            fields = lines[k].split()
-            try:
-                symbol = fields[0]
-                z = int(symbol) if symbol.isdigit() else atomic_numbers[symbol.capitalize()]
-                coordinates.append([float(v) for v in fields[1:4]])
-                if len(coordinates[-1]) != 3:
-                    raise ValueError
-            except (IndexError, KeyError, ValueError):
-                raise FormatError(f"{path}: line {k + 1}: expected 'element x y z', got {lines[k][:60]!r}") from None
-            species.append(z)
-        yield np.array(species), np.array(coordinates), comment
-        i += 2 + n
-
-
-def _guess_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".db":
-        return "ase_db"
-    if suffix == ".extxyz":
-        return "extxyz"
-    if suffix == ".xyz":
-        return "extxyz" if _first_comment_has(path, "=") else "xyz"
-    if suffix in (".sdf", ".sd", ".mol"):
-        return "sdf"
-    if suffix in (".h5", ".hdf5"):
-        return "golf"
-    raise FormatError(
-        f"{path}: cannot tell the format from the suffix {suffix!r}; pass fmt (one of {', '.join(FORMATS)})"
-    )
-
-
-def _first_comment_has(path: Path, text: str) -> bool:
-    try:
-        with open(path, errors="replace") as f:
-            f.readline()
-            comment = f.readline()
-    except OSError:
-        return False
-    if text != "=":
-        return text in comment
-    try:
-        return any("=" in token for token in shlex.split(comment))
-    except ValueError:
-        return bool(re.search(r"\w=\S", comment))
-
-
-def _sdf_has_prop(path: Path, prop: str) -> bool:
-    try:
-        with open(path, errors="replace") as f:
-            return any(line.startswith(">") and f"<{prop}>" in line for line in f)
-    except OSError:
-        return False
+def _comment_lines(path: Path, n_atoms: Sequence[int]) -> list[str]:
+    """The comment line of each frame (ASE keeps only its parsed key=value pairs)."""
+    lines = path.read_text(errors="replace").splitlines()
+    out, i = [], 0
+    for n in n_atoms:
+        out.append(lines[i + 1].strip() if i + 1 < len(lines) else "")
+        i += n + 2
+    return out
 
 
 def _scalar_props(c: Conformer, names: Sequence[str] | None) -> dict[str, float | int]:
     out = {}
     for key, value in c.props.items():
-        if names is not None and key not in names:
+        if names is not None and key not in names or key.startswith("source_"):
             continue
         arr = np.asarray(value)
         if arr.ndim == 0 and arr.dtype.kind in "biuf":
