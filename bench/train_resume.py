@@ -1,0 +1,156 @@
+"""Training speed (gradient steps per second) and what resumable checkpoints cost.
+
+Trains the config's NNP (``golf.workflow.new_model``, the model the workflow builds) on
+MMFF-labelled RDKit conformations of the config's molecule list, or of a few nablaDFT-sized
+drug-like molecules (``--large``, about 20-45 atoms), at the config's batch size (or
+``--batch``), alternating, ``--repeats`` times:
+
+- peer: ``golf.train.train`` without a checkpoint,
+- ours: the same run writing a checkpoint every ``--every`` steps.
+
+Each is timed at two lengths (``--steps`` and twice that) and the difference is divided by the
+extra steps, so start-up (pools, the step-0 evaluation) cancels out. Validation is off
+(``val_fraction = 0``). The best of the repeats is reported: the machine is shared. Also printed:
+the checkpoint's size and the time of one write. The rate sizes SLURM runtimes: a training job
+needs steps / rate seconds plus start-up.
+
+    .venv/bin/python bench/train_resume.py [--config config/config.yaml] [--large] [--batch 64]
+        [--threads 1] [--steps 40] [--every 20] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from golf import config as golf_config
+from golf.conformers import read_molecule_list
+from golf.data import Conformer, Dataset, Molecule
+from golf.train import TrainSettings, train
+from golf.units import HARTREE_TO_KCALPERMOL
+from golf.workflow import new_model
+
+# nablaDFT-sized drug-like molecules (nablaDFT: 8-62 atoms, most 30-45).
+LARGE = (
+    "CC(=O)Nc1ccc(O)cc1",  # paracetamol, 20 atoms
+    "CC(=O)Oc1ccccc1C(=O)O",  # aspirin, 21
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",  # caffeine, 24
+    "CC(C)Cc1ccc(C(C)C(=O)O)cc1",  # ibuprofen, 33
+    "CCN(CC)CC(=O)Nc1c(C)cccc1C",  # lidocaine, 39
+    "COc1ccc2[nH]cc(CCNC(C)=O)c2c1",  # melatonin, 33
+    "CC(C)NCC(O)COc1cccc2ccccc12",  # propranolol, 41
+    "O=C(O)Cc1ccccc1Nc1c(Cl)cccc1Cl",  # diclofenac, 30
+)
+
+
+def dataset(smiles: list[str], per_molecule: int, seed: int) -> Dataset:
+    """RDKit conformations labelled with MMFF energies and forces, in Hartree (realistic magnitudes)."""
+    molecules, conformers = {}, []
+    for mid, smi in enumerate(smiles):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        ids = AllChem.EmbedMultipleConfs(mol, numConfs=per_molecule, randomSeed=seed + mid)
+        props = AllChem.MMFFGetMoleculeProperties(mol)
+        if not ids or props is None:
+            continue
+        molecules[mid] = Molecule(mid, smi)
+        z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+        for cid in ids:
+            ff = AllChem.MMFFGetMoleculeForceField(mol, props, confId=cid)
+            x = mol.GetConformer(cid).GetPositions()
+            e = ff.CalcEnergy() / HARTREE_TO_KCALPERMOL
+            f = -np.array(ff.CalcGrad()).reshape(-1, 3) / HARTREE_TO_KCALPERMOL
+            conformers.append(Conformer(mid, int(cid), z, x, e, f, status="ok"))
+    return Dataset(molecules, conformers, {"level_of_theory": "mmff94"})
+
+
+def timed(model, d0, settings: TrainSettings, checkpoint, every: int) -> float:
+    t0 = time.perf_counter()
+    train(model, d0, None, settings, progress=False, checkpoint=checkpoint, checkpoint_every=every)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--large", action="store_true", help="nablaDFT-sized molecules instead of the config's list")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the config's train.batch_size)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--every", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    config = golf_config.load(args.config)
+    if args.large:
+        smiles = list(LARGE)
+    else:
+        smiles = [spec.smiles for spec in read_molecule_list(config["molecules"])[0]]
+    d0 = dataset(smiles, per_molecule=4, seed=0)
+    model = new_model(config, d0)
+    t = config["train"]
+    batch = args.batch or t["batch_size"]
+    n_atoms = np.array([len(c.species) for c in d0.conformers])
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"config {args.config}: {config['nnp'].get('architecture', 'ani')} NNP, {n_params} parameters;"
+        f" {len(d0.conformers)} conformations of {len(d0.molecules)} molecules, atoms mean {n_atoms.mean():.1f}"
+        f" max {n_atoms.max()}; batch {batch}, {args.threads} thread(s), device cpu"
+    )
+
+    def settings(steps: int) -> TrainSettings:
+        keys = ("lr", "lr_min_factor", "rho", "grad_clip", "seed")
+        return TrainSettings(
+            steps=steps,
+            batch_size=batch,
+            val_fraction=0.0,
+            eval_every=10 * steps,
+            device="cpu",
+            **{k: t[k] for k in keys},
+        )
+
+    short, long = settings(args.steps), settings(2 * args.steps)
+    timed(model, d0, settings(3), None, 1)  # warm-up: first-call costs of TorchANI and the allocator
+    best = {"peer": np.inf, "ours": np.inf}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "train.ckpt"
+        for _ in range(args.repeats):
+            for name, path in (("peer", None), ("ours", ckpt)):
+                t_short = timed(model, d0, short, path, args.every)
+                t_long = timed(model, d0, long, path, args.every)
+                best[name] = min(best[name], (t_long - t_short) / args.steps)
+        # one write on its own: its size and time
+        from golf import train as golf_train
+
+        writes = []
+        real_save = golf_train._save_checkpoint
+
+        def timed_save(*a, **kw):
+            t0 = time.perf_counter()
+            real_save(*a, **kw)
+            writes.append((time.perf_counter() - t0, os.path.getsize(a[0])))
+
+        golf_train._save_checkpoint = timed_save
+        try:
+            timed(model, d0, settings(4), ckpt, 2)
+        finally:
+            golf_train._save_checkpoint = real_save
+    rate_peer, rate_ours = 1 / best["peer"], 1 / best["ours"]
+    write_s, size = min(writes)
+    print(f"peer (no checkpoint)       : {rate_peer:8.2f} steps/s  ({best['peer'] * 1e3:.1f} ms/step)")
+    print(f"ours (checkpoint every {args.every:>3}): {rate_ours:8.2f} steps/s  ({best['ours'] * 1e3:.1f} ms/step)")
+    print(f"ours / peer                : {rate_ours / rate_peer:8.3f}")
+    print(f"one checkpoint write       : {write_s * 1e3:8.1f} ms, {size / 1e6:.2f} MB")
+    print(f"hours per 10^5 steps       : {1e5 / rate_peer / 3600:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
