@@ -242,3 +242,103 @@ def test_export_ani(tmp_path, capsys):
     np.testing.assert_allclose(ani.get("H2O")["energies"].numpy(), [-75.01])
     capsys.readouterr()  # TorchANI's progress bar
     assert "unknown output format" in _one_line_error(capsys, ["export", str(src), "-o", str(tmp_path / "x.csv")])
+
+
+def test_optimize_keeps_each_records_atom_order_and_title(tmp_path, model_path):
+    """SDF records in a shuffled atom order and with their own titles come back as they went in."""
+    mol = _embedded("CCO", n=2)
+    perm = [3, 0, 8, 2, 5, 1, 7, 4, 6]  # the file's atom order is not AddHs(MolFromSmiles) order
+    src = tmp_path / "in.sdf"
+    writer = Chem.SDWriter(str(src))
+    for conf, title in zip(mol.GetConformers(), ["ethanol A", "ethanol B"], strict=True):
+        one = Chem.Mol(mol, confId=conf.GetId())
+        shuffled = Chem.RenumberAtoms(one, perm)
+        shuffled.SetProp("_Name", title)
+        writer.write(shuffled)
+    writer.close()
+    records_in = list(Chem.SDMolSupplier(str(src), removeHs=False))
+
+    for suffix in (".sdf", ".xyz"):
+        out = tmp_path / f"out{suffix}"
+        argv = ["optimize", str(src), "-o", str(out), "--model", str(model_path), "--steps", "3", "--threads", "1"]
+        assert main([*argv, "--max-displacement", "0.05"]) == 0  # 3 steps move no atom more than 0.15 A
+        if suffix == ".sdf":
+            records = list(Chem.SDMolSupplier(str(out), removeHs=False))
+            assert [m.GetProp("_Name") for m in records] == ["ethanol A", "ethanol B"]
+            for before, after in zip(records_in, records, strict=True):
+                assert [a.GetAtomicNum() for a in after.GetAtoms()] == [a.GetAtomicNum() for a in before.GetAtoms()]
+                bonds = {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in after.GetBonds()}
+                assert bonds == {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))) for b in before.GetBonds()}
+                moved = np.linalg.norm(
+                    after.GetConformer().GetPositions() - before.GetConformer().GetPositions(), axis=1
+                )
+                assert moved.max() < 0.16  # atom i of the output is atom i of the input, a little moved
+        else:
+            import ase.io
+
+            frames = ase.io.read(out, index=":", format="extxyz")
+            assert [f.info["name"] for f in frames] == ["ethanol A", "ethanol B"]
+            for before, after in zip(records_in, frames, strict=True):
+                assert after.numbers.tolist() == [a.GetAtomicNum() for a in before.GetAtoms()]
+                assert np.linalg.norm(after.positions - before.GetConformer().GetPositions(), axis=1).max() < 0.16
+
+
+NABLADFT = "/work/shared/reference/nabladft"
+
+
+@pytest.mark.skipif(not os.path.isdir(NABLADFT), reason="the shared nablaDFT reference is not on this machine")
+def test_import_model_golf10k_gives_total_energies(tmp_path, capsys):
+    """The authors' GOLF-10k checkpoint plus the atomrefs of its database: total energies in Hartree."""
+    from golf.formats import import_file, read_atomrefs
+    from golf.nnp import load_model
+
+    db = f"{NABLADFT}/nabladft-60.db"
+    out = tmp_path / "golf10k.pt"
+    argv = ["import-model", f"{NABLADFT}/golf-checkpoints/GOLF-10k/NNP_checkpoint_actor", "--atomrefs", db]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert "golf10k.pt: painn model for H C N O F S Cl" in capsys.readouterr().out
+    model = load_model(out)
+    assert model.self_energies == read_atomrefs(db)
+
+    reference = np.load(f"{NABLADFT}/painn-reference.npz")
+    dataset = import_file(db)
+    for i in range(3):  # schnetpack's own float32 numbers (atomrefs subtracted) plus the atomrefs
+        c = dataset.conformers[i]
+        energy, forces = model.energies_forces(
+            torch.as_tensor(c.species)[None], torch.as_tensor(c.coordinates, dtype=torch.float32)[None]
+        )
+        offset = sum(model.self_energies[Chem.GetPeriodicTable().GetElementSymbol(int(z))] for z in c.species)
+        assert float(energy[0]) == pytest.approx(reference["GOLF-10k/energies_f32"][i] + offset, abs=1e-4)
+        assert abs(float(energy[0]) - c.energy) < 0.02  # within tens of mHa of the DFT total energy
+        start = int(reference["natoms"][:i].sum())
+        expected = reference["GOLF-10k/forces_f32"][start : start + len(c.species)]
+        np.testing.assert_allclose(forces[0].numpy(), expected, atol=1e-4)
+
+    # ... and `golf optimize` runs with it on the shipped conformations
+    result = tmp_path / "opt.h5"
+    small = dataset.subset([0, 3])
+    data.write(tmp_path / "two.h5", small)
+    argv = ["optimize", str(tmp_path / "two.h5"), "-o", str(result), "--model", str(out), "--steps", "5"]
+    assert main([*argv, "--threads", "1"]) == 0
+    optimised = data.read(result)
+    steps = reference["GOLF-10k/lbfgs_energies_f64"]  # energy at each of 20 torch.optim.LBFGS steps
+    for row, before, after in zip([0, 3], small, optimised, strict=True):
+        offset = sum(model.self_energies[Chem.GetPeriodicTable().GetElementSymbol(int(z))] for z in before.species)
+        drop = after.energy - (steps[row, 0] + offset)
+        # 5 steps go about as far down as schnetpack's own L-BFGS does in 1..20 (tens of mHa: not minima)
+        assert steps[row, -1] - steps[row, 0] - 1e-3 < drop < steps[row, 1] - steps[row, 0]
+
+
+def test_import_model_errors_exit_2(tmp_path, capsys):
+    db = tmp_path / "plain.db"
+    import ase.db
+    from ase import Atoms
+
+    with ase.db.connect(str(db)) as handle:
+        handle.write(Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]))
+    ckpt = tmp_path / "none"
+    assert "no atomrefs" in _one_line_error(capsys, ["import-model", str(ckpt), "--atomrefs", str(db), "-o", "m.pt"])
+    if os.path.isdir(NABLADFT):
+        argv = ["import-model", str(ckpt), "--atomrefs", f"{NABLADFT}/nabladft-60.db", "-o", str(tmp_path / "m.pt")]
+        assert "no such file" in _one_line_error(capsys, argv)
+        assert not (tmp_path / "m.pt").exists()

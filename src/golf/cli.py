@@ -2,6 +2,7 @@
 
     golf inspect results/labels/d0.h5
     golf import D-0.db -o results/imported/d0.h5
+    golf import-model GOLF-10k/NNP_checkpoint_actor --atomrefs D-0.db -o golf10k.pt
     golf export --ani results/labels/d0.h5 -o d0-ani.h5
     golf optimize --model results/models/golf-6.pt molecules.sdf -o optimised.sdf
 
@@ -101,11 +102,28 @@ def cmd_import(args) -> None:
         options["split"] = args.split
     if args.energy_unit:
         options["energy_unit"] = args.energy_unit
+    if args.total_energies:  # an ASE database whose atomrefs are listed only, not subtracted
+        options["atomrefs_subtracted"] = False
     dataset = import_file(args.input, **options)
     data.write(args.output, dataset)
     print(
         f"{args.output}: {len(dataset)} conformations of {len(dataset.molecules)} molecules "
         f"({', '.join(f'{k} {v}' for k, v in dataset.status_counts().items())})"
+    )
+
+
+def cmd_import_model(args) -> None:
+    """The GOLF authors' PaiNN checkpoint plus its database's atomrefs -> one of our checkpoints."""
+    from golf.formats import read_atomrefs
+    from golf.nnp import import_schnetpack_painn, save_model
+
+    atomrefs = read_atomrefs(args.atomrefs)
+    model = import_schnetpack_painn(args.checkpoint, atomrefs)
+    model.meta.setdefault("source", {})["atomrefs"] = str(args.atomrefs)
+    save_model(args.output, model)
+    print(
+        f"{args.output}: {model.architecture} model for {' '.join(model.elements)}, "
+        f"total energies in Hartree (self energies: the atomrefs of {args.atomrefs})"
     )
 
 
@@ -153,7 +171,12 @@ def optimise_with_model(
     model, dataset: data.Dataset, steps: int, fmax: float, batch_size: int, max_displacement: float | None = None
 ) -> data.Dataset:
     """NNP-optimised copies of the conformers: energy = final NNP energy (Hartree), status
-    "converged" when the largest force fell below ``fmax`` (Hartree/Angstrom), else "running"."""
+    "converged" when the largest force fell below ``fmax`` (Hartree/Angstrom), else "running".
+
+    Each copy keeps its record's place and atom order in the input file (``source_record``,
+    ``source_order``) and the dataset its record titles, so the writers give every record back
+    in its own atom order with its own title.
+    """
     import torch
 
     from golf.nnp import SUPPORTED_ELEMENTS
@@ -179,7 +202,10 @@ def optimise_with_model(
         dtype=torch.float32,
         device=model.device,
     )
-    out = data.Dataset(dict(dataset.molecules), [], {"kind": "nnp_optimised", "model": model.meta})
+    attrs = {"kind": "nnp_optimised", "model": model.meta, "energy_convention": "total"}
+    if "record_titles" in dataset.attrs:
+        attrs["record_titles"] = dataset.attrs["record_titles"]
+    out = data.Dataset(dict(dataset.molecules), [], attrs)
     for c, traj in zip(dataset, trajectories, strict=True):
         last = traj.positions.shape[0] - 1
         fmax_last = float(np.abs(traj.forces[last]).max())
@@ -192,7 +218,11 @@ def optimise_with_model(
                 traj.positions[last],
                 energy=float(traj.energies[last]),
                 status=status,
-                props={"steps": last, "fmax": fmax_last},
+                props={
+                    "steps": last,
+                    "fmax": fmax_last,
+                    **{k: c.props[k] for k in ("source_record", "source_order") if k in c.props},
+                },
             )
         )
     return out
@@ -238,8 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--split", choices=["train", "test"], default=None, help="split of the molecules (default train)")
-    p.add_argument("--energy-unit", choices=["hartree", "ev", "kcal/mol"], default=None)
+    p.add_argument(
+        "--energy-unit",
+        choices=["hartree", "ev", "kcal/mol"],
+        default=None,
+        help="the file's energy unit (default: the format's own: the database's declared unit or Hartree, "
+        "eV for extxyz, Hartree for SDF); values that are not total energies in it are an error",
+    )
+    p.add_argument(
+        "--total-energies",
+        action="store_true",
+        help="ASE database: the energies are total already and the metadata atomrefs are listed only "
+        "(default: the GOLF/nablaDFT layout, atomrefs subtracted, so they are added back)",
+    )
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("import-model", help="the GOLF authors' PaiNN checkpoint -> our model (total energies)")
+    p.add_argument("checkpoint", help="an authors' NNP_checkpoint_actor (schnetpack PaiNN state_dict)")
+    p.add_argument(
+        "--atomrefs", required=True, help="the ASE database whose metadata atomrefs the model was trained on"
+    )
+    p.add_argument("-o", "--output", required=True, help="the model file to write (.pt)")
+    p.set_defaults(func=cmd_import_model)
 
     p = sub.add_parser("export", help="our HDF5 -> TorchANI layout (--ani), SDF or XYZ")
     p.add_argument("input")
