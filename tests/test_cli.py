@@ -84,6 +84,7 @@ def test_inspect_prints_molecules_conformations_and_status(tmp_path, capsys):
     assert "status: ok 2, scf_not_converged 1, unlabelled 1" in out
     assert "energies: -113.500000 .. -75.010000 Hartree" in out
     assert "kind: labels" in out
+    assert "energy convention: total" in out
     assert "water" in out and "methanol" in out
 
 

@@ -69,6 +69,7 @@ def inspect_text(dataset: data.Dataset, path: str) -> str:
         if with_forces:
             lines.append(f"  largest force component: {max(with_forces):.4f} Hartree/Angstrom")
     lines.append("  units: " + ", ".join(f"{k} {v}" for k, v in data.UNITS.items()))
+    lines.append(f"  energy convention: {data.energy_convention(dataset)}")
     for key in ("level_of_theory", "psi4_version", "config_digest", "oracle_calls", "cache_hits", "round"):
         if key in attrs:
             lines.append(f"  {key}: {attrs[key]}")
