@@ -138,7 +138,7 @@ def test_read_ase_db_golf_layout(tmp_path):
     assert np.isnan(ds.conformers[2].energy) and ds.conformers[2].forces is None
     assert ds.attrs["atomrefs"]["energy"][6] == -37.8
     assert ds.attrs["energy_convention"] == "total"
-    assert ds.attrs["source"]["format"] == "ase_db"
+    assert ds.attrs["source"]["format"] == "ase_db" and ds.attrs["source"]["atomrefs_added"] is True
 
     # The result honours the HDF5 data contract.
     golf_data.write(tmp_path / "d.h5", ds)

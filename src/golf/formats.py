@@ -164,6 +164,7 @@ def read_ase_db(
             )
     if atomrefs is not None:
         builder.dataset.attrs["atomrefs"] = {"energy": atomrefs.tolist()}
+        builder.dataset.attrs["source"]["atomrefs_added"] = add_atomrefs
     return builder.finish()
 
 
