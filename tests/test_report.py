@@ -1,4 +1,6 @@
-"""golf.report: summary.md and every plot from a small synthetic study."""
+"""golf.report: summary.md, paired.csv and every plot from a small synthetic study."""
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,10 +22,12 @@ MODELS = {
 
 
 def _synthetic(n_conf=6, seed=0, models=MODELS, steps=STEPS):
+    """Per-step rows; the test set is the same for every ``seed``, which draws the models' noise."""
+    test_set = np.random.default_rng(100)
+    e_start = -300.0 - test_set.uniform(0, 1, n_conf)
+    drop = test_set.uniform(0.005, 0.03, n_conf)  # Hartree
     rng = np.random.default_rng(seed)
     rows = []
-    e_start = -300.0 - rng.uniform(0, 1, n_conf)
-    drop = rng.uniform(0.005, 0.03, n_conf)  # Hartree
     for model, (reach, err) in models.items():
         for c in range(n_conf):
             for step in steps:
@@ -63,7 +67,7 @@ def _report_inputs(per_step):
 
 def _check_files(paths, outdir):
     names = {p.name for p in paths}
-    assert "summary.md" in names
+    assert "summary.md" in names and "paired.csv" in names
     for plot in report.PLOTS:
         for ext in ("png", "svg"):
             f = outdir / f"{plot}.{ext}"
@@ -73,6 +77,23 @@ def _check_files(paths, outdir):
     assert b"<svg" in (outdir / "pct_vs_step.svg").read_bytes()[:2000]
 
 
+def _rows(md_section):
+    """{first cell: [cells]} of every pipe-table row of a markdown text (header and rule skipped)."""
+    out = {}
+    for line in md_section.splitlines():
+        if line.startswith("|") and not line.startswith("|:"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            out.setdefault(cells[0], cells)
+    return out
+
+
+def _section(md, title):
+    """The text of the markdown section starting with heading ``title`` up to the next ## heading."""
+    start = md.index(title)
+    nxt = md.find("\n## ", start + len(title))
+    return md[start : nxt if nxt > 0 else len(md)]
+
+
 def test_write_report_full(tmp_path):
     summary, steps, final = _report_inputs(_synthetic())
     settings = {"rounds": 2, "oracle": {"method": "hf", "basis": "sto-3g"}, "models": ["baseline", "golf-2"]}
@@ -80,20 +101,108 @@ def test_write_report_full(tmp_path):
     outdir = tmp_path / "report"
     _check_files(paths, outdir)
     md = (outdir / "summary.md").read_text()
-    for model in MODELS:
-        assert f"| {model} |" in md
+    ours = _rows(_section(md, "## This study: the paper's protocol").split("### Paired")[0])
+    assert set(MODELS) <= set(ours)
     b = summary.set_index("model").loc["baseline"]
-    assert f"| baseline | {b.pct_mean:.1f} ± {b.pct_std:.1f} | {b.pct_div:.1f} |" in md
-    assert "| 6 (1) |" in md  # baseline: 6 conformations, 1 failed label
-    for row in report.PAPER_TABLE2:
-        assert f"| {row.method} |" in md
-    assert "| 77.3 |" in md  # GOLF-10k's pct_success in the paper
-    assert "`hf`" in md and "oracle.method" in md and '["baseline", "golf-2"]' in md
-    assert "## What this shows" in md
-    assert "golf-2" in md.split("## What this shows")[1]  # the verdict names the last round
-    assert "traj-60" in md.split("## What this shows")[1]  # and the equal-budget comparison
+    header = ours["model"]
+    row = dict(zip(header, ours["baseline"], strict=True))
+    assert row["mean pct_T (%) ↑"] == f"{b.pct_mean:.1f} ± {b.pct_std:.1f}"
+    assert row["pct_div (%) ↓ [95 % CI]"] == f"{b.pct_div:.1f} [{b.pct_div_low:.1f}, {b.pct_div_high:.1f}]"
+    assert b.pct_div == pytest.approx(100 / 3)  # the diverged and the failed label of 6
+    assert row["diverged: E↑/non-finite/label failed/missing"] == "1/0/1/0"
+    assert row["n evaluated (not run, no ref.)"] == "6 (0, 0)"
+    paper = _rows(_section(md, "## The paper's Table 2"))
+    assert {r.method for r in report.PAPER_TABLE2} <= set(paper)
+    assert paper["f_GOLF-10k"][4] == "77.3"  # GOLF-10k's pct_success in the paper
+    settings_rows = _rows(_section(md, "## Settings"))
+    assert settings_rows["oracle.method"] == ["oracle.method", "`hf`"]
+    assert settings_rows["models"] == ["models", '`["baseline", "golf-2"]`']
+    # the paired comparisons: table, csv and the verdicts
+    paired = pd.read_csv(outdir / "paired.csv", keep_default_na=False)
+    assert paired[["model_a", "model_b"]].values.tolist() == [
+        ["golf-2", "baseline"],
+        ["golf-2", "traj-60"],
+        ["baseline", "mmff"],
+    ]
+    assert (paired["n_pairs"] == 6).all() and (paired["protocol"] == "paper").all()
+    pairs = _rows(_section(md, "### Paired comparisons (paper)"))
+    assert set(pairs) == {"a − b", "golf-2 − baseline", "golf-2 − traj-60", "baseline − mmff"}
+    findings = _section(md, "## What this shows")
+    for _, r in paired.iterrows():
+        assert r["verdict"].split(";")[0] in findings
+    assert "no significant difference between golf-2 and traj-60" in findings  # 6 conformations cannot tell
+    assert "golf-2 is better than baseline" in findings
+    assert "## Test conformations without a converged reference" in md and "(not given" in md
     for plot in report.PLOTS:
         assert f"({plot}.png)" in md
+
+
+def test_identical_models_get_no_verdict(tmp_path):
+    per_step = _synthetic(n_conf=12, models={"baseline": (0.9, 1e-3)})
+    twin = per_step.assign(model="golf-1")
+    summary, steps, final = _report_inputs(pd.concat([per_step, twin], ignore_index=True))
+    report.write_report(summary, steps, final, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    (row,) = pd.read_csv(tmp_path / "paired.csv").to_dict("records")
+    assert (row["e_res_diff"], row["e_res_low"], row["e_res_high"]) == (0.0, 0.0, 0.0)
+    assert row["success_p"] == 1.0 and row["diverged_p"] == 1.0
+    assert "last GOLF round vs baseline: no significant difference between golf-1 and baseline" in md
+    assert "is better" not in md
+
+
+def test_paper_protocol_first_and_capped_rows_apart(tmp_path):
+    paper = _synthetic()
+    capped = _synthetic(seed=5, models={m: v for m, v in MODELS.items() if m not in ("mmff", "oracle")})
+    per_step = pd.concat([paper, capped.assign(protocol="capped-0.02")], ignore_index=True)
+    summary, steps, final = _report_inputs(per_step)
+    assert summary["protocol"].tolist()[:6] == ["paper"] * 6
+    report.write_report(summary, steps, final, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    first, second = md.index("## This study: the paper's protocol"), md.index("## Second row set: capped-0.02")
+    assert first < second
+    capped_section = _section(md, "## Second row set: capped-0.02")
+    assert "not the paper's protocol" in capped_section and "0.02 Å" in capped_section
+    capped_rows = _rows(capped_section.split("### Paired")[0])
+    assert {"oracle", "mmff", "baseline", "golf-2"} <= set(capped_rows)  # non-neural rows repeated for reference
+    capped_baseline = summary[(summary.protocol == "capped-0.02") & (summary.model == "baseline")].iloc[0]
+    cells = dict(zip(capped_rows["model"], capped_rows["baseline"], strict=True))
+    assert cells["mean pct_T (%) ↑"] == f"{capped_baseline.pct_mean:.1f} ± {capped_baseline.pct_std:.1f}"
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    assert paired.groupby("protocol").size().to_dict() == {"paper": 3, "capped-0.02": 3}
+    assert "[capped-0.02, not the paper's protocol]" in _section(md, "## What this shows")
+
+
+def test_seeds_give_per_seed_rows_and_a_spread(tmp_path):
+    nnp = {m: v for m, v in MODELS.items() if m not in ("mmff", "oracle")}
+    fixed = _synthetic(n_conf=12, models={m: MODELS[m] for m in ("mmff", "oracle")})
+    seeded = [_synthetic(n_conf=12, seed=s, models=nnp).assign(seed=s) for s in (1, 2)]
+    summary, steps, final = _report_inputs(pd.concat([fixed, *seeded], ignore_index=True))
+    assert len(summary) == 2 + 2 * len(nnp)  # per (model, seed); mmff and oracle once
+    report.write_report(summary, steps, final, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    spread = _rows(_section(md, "### Spread across seeds (paper)"))
+    assert set(spread) == {"model", *nnp}
+    cells = dict(zip(spread["model"], spread["golf-2"], strict=True))
+    g = summary[summary.model == "golf-2"]["pct_div"]
+    assert cells["seeds"] == "2"
+    assert cells["pct_div (%): mean ± std (min–max)"].endswith(f"({g.min():.1f}–{g.max():.1f})")
+    paired = pd.read_csv(tmp_path / "paired.csv", dtype={"seed": str}, keep_default_na=False)
+    first = paired[(paired.model_a == "golf-2") & (paired.model_b == "baseline")]
+    assert first["seed"].tolist() == ["1", "2", "all"]
+    assert first["verdict"].tolist()[:2] == ["", ""] and first["verdict"].iloc[2]  # verdicts on the pooled row
+    assert first["success_p"].iloc[2] == ""  # no McNemar over pooled seeds: the interval decides
+
+
+def test_unconverged_references_are_listed(tmp_path):
+    summary, steps, final = _report_inputs(_synthetic(n_conf=2))
+    lost = pd.DataFrame({"molecule_id": [4], "conformer_id": [1], "smiles": ["CC(=O)OC"], "end": ["step limit"]})
+    report.write_report(summary, steps, final, tmp_path, unconverged=lost)
+    md = (tmp_path / "summary.md").read_text()
+    rows = _rows(_section(md, "## Test conformations without a converged reference"))
+    assert rows["4"] == ["4", "1", "CC(=O)OC", "step limit"]
+    assert "1 test conformation(s) have no converged reference" in md
+    report.write_report(summary, steps, final, tmp_path, unconverged=lost.iloc[:0])
+    assert "None: every reference optimisation converged." in (tmp_path / "summary.md").read_text()
 
 
 def test_write_report_tiny_set(tmp_path):
@@ -104,7 +213,7 @@ def test_write_report_tiny_set(tmp_path):
     paths = report.write_report(summary, steps, final, tmp_path, {})
     _check_files(paths, tmp_path)
     md = (tmp_path / "summary.md").read_text()
-    assert "| mmff |" in md and "| baseline |" in md
+    assert {"mmff", "baseline"} <= set(_rows(_section(md, "## This study")))
     assert "(none given)" in md
 
 

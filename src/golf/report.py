@@ -1,9 +1,12 @@
-"""The study report: summary.md (the paper's Table 2 for this study) and plots (PNG and SVG).
+"""The study report: summary.md (the paper's Table 2 for this study), paired.csv and plots.
 
-Inputs are the tables of ``golf.metrics``: ``summarise`` (one row per model), ``step_metrics``
-(one row per model and step) and ``final_conformations`` (one row per model and conformation at
-the final step). Plots use matplotlib's object API with the Agg canvas (no pyplot, no global
-backend switch), so the module is safe in headless workers and in tests.
+Inputs are the tables of ``golf.metrics``: ``summarise`` (one row per protocol, model and seed),
+``step_metrics`` (one row per protocol, model, seed and step) and ``final_conformations`` (one row
+per protocol, model, seed and conformation at the final step). The paper protocol's rows come
+first; any other protocol (e.g. a step cap) is a second, labelled row set. Verdicts come from the
+paired comparisons of ``golf.stats``, never from two rates side by side. Plots use matplotlib's
+object API with the Agg canvas (no pyplot, no global backend switch), so the module is safe in
+headless workers and in tests.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from golf.metrics import COV_DELTA, SUCCESS_THRESHOLD_KCAL, model_sort_key
+from golf import stats
+from golf.metrics import COV_DELTA, PAPER_PROTOCOL, SUCCESS_THRESHOLD_KCAL, model_sort_key
 
 __all__ = ["PaperRow", "PAPER_TABLE2", "PAPER_README_TABLE2", "PLOTS", "ReportError", "paper_table", "write_report"]
 
@@ -75,6 +79,7 @@ PAPER_README_TABLE2: tuple[PaperRow, ...] = (
 PLOTS = ("pct_vs_step", "eres_vs_step", "success_vs_oracle_calls", "nnp_error_vs_step", "pct_distribution")
 _SUMMARY_NEEDS = ("model", "pct_mean", "pct_std", "pct_div", "e_res_mean", "pct_success")
 _STEPS_NEEDS = ("model", "step", "pct_mean", "pct_div", "e_res_mean", "pct_success")
+_PAIRED_NEEDS = ("molecule_id", "conformer_id", "evaluated", "valid", "diverged", "success", "e_res_kcal", "pct")
 
 
 def paper_table(rows: Sequence[PaperRow] = PAPER_TABLE2) -> pd.DataFrame:
@@ -93,16 +98,28 @@ def _f(x, digits: int = 1) -> str:
     return f"{float(x):.{digits}f}"
 
 
+def _signed(x, digits: int = 1) -> str:
+    return "–" if x is None or pd.isna(x) else f"{float(x):+.{digits}f}"
+
+
 def _calls(x) -> str:
     if x is None or pd.isna(x):
         return "–"
     return f"{float(x):,.0f}"
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return lines
+def _int(x) -> str:
+    return "–" if x is None or pd.isna(x) else str(int(x))
+
+
+def _seed(x) -> str:
+    return "–" if x is None or pd.isna(x) or x == "" else (str(int(x)) if float(x).is_integer() else str(x))
+
+
+def _md_table(frame: pd.DataFrame) -> list[str]:
+    """A pipe table (``DataFrame.to_markdown``, tabulate) of preformatted string cells."""
+    cells = frame.astype(str).apply(lambda col: col.str.replace("|", "\\|", regex=False))
+    return cells.to_markdown(index=False, disable_numparse=True).splitlines()
 
 
 def _golf_round(model: str) -> int | None:
@@ -110,15 +127,174 @@ def _golf_round(model: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    out = []
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out += _flatten(value, name + ".")
-        else:
-            out.append((name, value if isinstance(value, str) else json.dumps(value, default=str)))
-    return out
+def _flatten(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dotted key, value) pairs of nested settings (``pd.json_normalize``); values that are not
+    strings as JSON. An empty nested mapping has no leaf and does not appear."""
+    if not settings:
+        return []
+    flat = pd.json_normalize(dict(settings), sep=".").iloc[0].to_dict()
+    return [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in flat.items()]
+
+
+def _protocol(df: pd.DataFrame) -> pd.Series:
+    if "protocol" not in df:
+        return pd.Series(PAPER_PROTOCOL, index=df.index)
+    return df["protocol"].where(df["protocol"].notna() & (df["protocol"].astype(str) != ""), PAPER_PROTOCOL).astype(str)
+
+
+def _protocols(*frames: pd.DataFrame) -> list[str]:
+    """Every protocol in the tables, the paper's first."""
+    names = {p for f in frames for p in _protocol(f)}
+    return sorted(names, key=lambda p: (p != PAPER_PROTOCOL, p))
+
+
+def _describe_protocol(protocol: str) -> str:
+    if protocol == PAPER_PROTOCOL:
+        return "the paper's L-BFGS (lr 1, max_iter 5, history 100, no step cap)"
+    m = re.fullmatch(r"capped-([0-9.eE+-]+)", protocol)
+    if m:
+        return f"L-BFGS with each step capped at {m.group(1)} Å per atom: not the paper's protocol"
+    return f"protocol {protocol!r}: not the paper's protocol"
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _ci(lo, hi) -> str:
+    return f"[{_f(lo)}, {_f(hi)}]" if pd.notna(lo) and pd.notna(hi) else ""
+
+
+def _results_table(summary: pd.DataFrame) -> list[str]:
+    seeded = "seed" in summary and summary["seed"].notna().any()
+    rows = []
+    for _, r in summary.iterrows():
+        row = {"model": r["model"]}
+        if seeded:
+            row["seed"] = _seed(r["seed"])
+        div_kinds = "/".join(
+            _int(r.get(c)) for c in ("n_diverged_energy", "n_nonfinite", "n_label_failed", "n_missing")
+        )
+        row |= {
+            "mean pct_T (%) ↑": f"{_f(r['pct_mean'])} ± {_f(r['pct_std'])}",
+            "pct_div (%) ↓ [95 % CI]": f"{_f(r['pct_div'])} {_ci(r.get('pct_div_low'), r.get('pct_div_high'))}".strip(),
+            "diverged: E↑/non-finite/label failed/missing": div_kinds,
+            "mean E_res_T (kcal/mol) ↓": _f(r["e_res_mean"], 2),
+            "pct_success (%) ↑ [95 % CI]": (
+                f"{_f(r['pct_success'])} {_ci(r.get('pct_success_low'), r.get('pct_success_high'))}".strip()
+            ),
+            "COV (%) ↑": _f(r.get("cov_pct")),
+            "MAT (Å) ↓": _f(r.get("mat_angstrom"), 2),
+            "extra oracle calls": _calls(r.get("extra_oracle_calls")),
+            "n evaluated (not run, no ref.)": f"{_int(r.get('n_evaluated', r.get('n')))} "
+            f"({_int(r.get('n_not_run'))}, {_int(r.get('n_no_reference'))})",
+        }
+        rows.append(row)
+    return _md_table(pd.DataFrame(rows))
+
+
+def _paper_tables() -> list[str]:
+    header = ["model", "mean pct_T (%) ↑", "pct_div (%) ↓", "mean E_res_T (kcal/mol) ↓", "pct_success (%) ↑"]
+    header += ["COV (%) ↑", "MAT (Å) ↓", "extra oracle calls"]
+    paper = pd.DataFrame(
+        [
+            [p.method, f"{_f(p.pct_mean)} ± {_f(p.pct_std)}", _f(p.pct_div), _f(p.e_res_mean), _f(p.pct_success)]
+            + [_f(p.cov_pct), _f(p.mat_angstrom, 2), _calls(p.extra_oracle_calls)]
+            for p in PAPER_TABLE2
+        ],
+        columns=header,
+    )
+    readme = {p.method: p for p in PAPER_README_TABLE2}
+    band = pd.DataFrame(
+        [
+            [p.method]
+            + [f"{getattr(p, c):g} / {getattr(readme[p.method], c):g}" for c in ("pct_mean", "pct_div", "cov_pct")]
+            + [f"{p.mat_angstrom:g} / {readme[p.method].mat_angstrom:g}"]
+            for p in PAPER_TABLE2
+            if p.method in readme
+        ],
+        columns=["method", "pct_T", "pct_div", "COV", "MAT"],
+    )
+    lines = ["## The paper's Table 2 (for reference)", ""]
+    lines += [
+        "Tsypin et al., ICLR 2024, Table 2: nablaDFT D_test, 19 477 conformations, T = 100, "
+        "ωB97X-D/def2-SVP, PaiNN NNPs.",
+        "",
+    ]
+    lines += _md_table(paper)
+    lines += [
+        "",
+        "The authors' README (Nov 2023) gives different pct_T, pct_div, COV and MAT; the band is final paper / README:",
+    ]
+    return lines + [""] + _md_table(band)
+
+
+def _rate_test(r, q: str) -> str:
+    """McNemar p where one exists (one seed), else the bootstrap interval of the rate difference."""
+    p = r.get(f"{q}_p")
+    if pd.notna(p):
+        return f"p = {p:.3g}"
+    return f"{_signed(r.get(f'{q}_diff'))} [{_signed(r.get(f'{q}_low'))}, {_signed(r.get(f'{q}_high'))}]"
+
+
+_VERDICT_WORD = {1: "{a} better", -1: "{b} better"}
+
+
+def _paired_table(paired: pd.DataFrame) -> list[str]:
+    rows = []
+    for _, r in paired.iterrows():
+        sig = stats.significance(r)
+        sign = stats.verdict(r)[0]
+        mixed = any(v > 0 for v in sig.values()) and any(v < 0 for v in sig.values())
+        word = "mixed" if mixed else _VERDICT_WORD.get(sign, "no significant difference")
+        rows.append(
+            {
+                "a − b": f"{r['model_a']} − {r['model_b']}",
+                "pairs (E_res)": f"{_int(r['n_pairs'])} ({_int(r['n_e_res'])})",
+                "ΔE_res (kcal/mol) [95 %]": f"{_signed(r['e_res_diff'], 2)} "
+                f"[{_signed(r['e_res_low'], 2)}, {_signed(r['e_res_high'], 2)}]",
+                "Δpct (pp) [95 %]": f"{_signed(r['pct_diff'])} [{_signed(r['pct_low'])}, {_signed(r['pct_high'])}]",
+                "success a / b (%)": f"{_f(r['success_a'])} / {_f(r['success_b'])}",
+                "success test": _rate_test(r, "success"),
+                "diverged a / b (%)": f"{_f(r['diverged_a'])} / {_f(r['diverged_b'])}",
+                "divergence test": _rate_test(r, "diverged"),
+                "verdict": word.format(a=r["model_a"], b=r["model_b"]),
+            }
+        )
+    return _md_table(pd.DataFrame(rows))
+
+
+def _spread_table(spread: pd.DataFrame) -> list[str]:
+    rows = []
+    for _, r in spread.iterrows():
+        row = {"model": r["model"], "seeds": _int(r["n_seeds"])}
+        for col, label, digits in (
+            ("pct_mean", "mean pct_T (%)", 1),
+            ("pct_div", "pct_div (%)", 1),
+            ("e_res_mean", "mean E_res_T (kcal/mol)", 2),
+            ("pct_success", "pct_success (%)", 1),
+        ):
+            row[f"{label}: mean ± std (min–max)"] = (
+                f"{_f(r[f'{col}_mean'], digits)} ± {_f(r[f'{col}_std'], digits)} "
+                f"({_f(r[f'{col}_min'], digits)}–{_f(r[f'{col}_max'], digits)})"
+            )
+        rows.append(row)
+    return _md_table(pd.DataFrame(rows))
+
+
+def _unconverged_lines(unconverged: pd.DataFrame | None) -> list[str]:
+    lines = ["## Test conformations without a converged reference", ""]
+    if unconverged is None:
+        return lines + ["(not given: the report was built without the reference optimisations' convergence)"]
+    if unconverged.empty:
+        return lines + ["None: every reference optimisation converged."]
+    lines += [
+        f"{len(unconverged)} test conformation(s) whose oracle optimisation did not converge are left out of "
+        "every model's evaluation (a non-minimum as reference would make pct too high and E_res too small):",
+        "",
+    ]
+    return lines + _md_table(unconverged.fillna("–"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,115 +302,48 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, s
 # ----------------------------------------------------------------------------------------------
 
 
-def _se_success(row) -> float:
-    """Binomial standard error of pct_success (percentage points) over its denominator."""
-    n = row.get("n_valid", row.get("n", np.nan))
-    n_kept = n * (1 - row["pct_div"] / 100.0) if pd.notna(row.get("pct_div")) else n
-    p = row["pct_success"] / 100.0
-    if not (pd.notna(n_kept) and n_kept > 0 and pd.notna(p)):
-        return np.nan
-    # Wilson-like floor: with p = 0 or 1 the plain formula says 0, which overstates certainty.
-    p = min(max(p, 0.5 / n_kept), 1 - 0.5 / n_kept)
-    return 100.0 * math.sqrt(p * (1 - p) / n_kept)
-
-
-def _se_rate(pct: float, n: float) -> float:
-    """Binomial standard error (percentage points) of a rate in % over n, with a floor at 0 or 100 %."""
-    if not (pd.notna(pct) and pd.notna(n) and n > 0):
-        return np.nan
-    p = min(max(pct / 100.0, 0.5 / n), 1 - 0.5 / n)
-    return 100.0 * math.sqrt(p * (1 - p) / n)
-
-
-def _compare(a, b, label_a: str, label_b: str) -> tuple[str, int]:
-    """Compare two summary rows; return a clause and -1/0/1 (a worse/tie/better).
-
-    First pct_success (the paper's, over non-diverged conformations; where a model diverged on
-    every conformation, the share of all labelled ones); when that does not separate them,
-    pct_div (lower is better). A difference counts only beyond two unpaired standard errors.
-    """
-    key = "pct_success"
-    if (pd.isna(a["pct_success"]) or pd.isna(b["pct_success"])) and "pct_success_of_valid" in a:
-        key = "pct_success_of_valid"
-    sa, sb = a[key], b[key]
-    parts, sign = [], 0
-    if pd.notna(sa) and pd.notna(sb):
-        se = _se_success if key == "pct_success" else (lambda r: _se_rate(r[key], r.get("n_valid", r.get("n"))))
-        noise = 2.0 * math.sqrt(np.nansum([se(a) ** 2, se(b) ** 2]))
-        label = "pct_success" if key == "pct_success" else "success over all labelled"
-        parts.append(f"{label} {_f(sa)} % vs {_f(sb)} % (±{_f(noise)})")
-        if abs(sa - sb) > noise:
-            sign = 1 if sa > sb else -1
-    da, db = a.get("pct_div"), b.get("pct_div")
-    if pd.notna(da) and pd.notna(db):
-        noise = 2.0 * math.sqrt(np.nansum([_se_rate(da, a.get("n_valid")) ** 2, _se_rate(db, b.get("n_valid")) ** 2]))
-        parts.append(f"pct_div {_f(da)} % vs {_f(db)} % (±{_f(noise)})")
-        if sign == 0 and abs(da - db) > noise:
-            sign = 1 if da < db else -1
-    parts.append(f"mean E_res {_f(a['e_res_mean'], 2)} vs {_f(b['e_res_mean'], 2)} kcal/mol")
-    verdict = {1: f"{label_a} is better", -1: f"{label_b} is better", 0: "no clear difference"}[sign]
-    return f"{', '.join(parts)}: {verdict}", sign
-
-
-def _findings(summary: pd.DataFrame) -> list[str]:
-    s = summary.set_index("model", drop=False)
-    models = list(s.index)
+def _findings(summary: pd.DataFrame, paired: pd.DataFrame, unconverged: pd.DataFrame | None) -> list[str]:
     out: list[str] = []
-    n = int(s["n"].max()) if "n" in s and s["n"].notna().any() else None
-    final = sorted({int(x) for x in s["final_step"].dropna()}) if "final_step" in s else []
+    paper = summary[_protocol(summary) == PAPER_PROTOCOL]
+    n = int(paper["n"].max()) if "n" in paper and paper["n"].notna().any() else None
+    final = sorted({int(x) for x in paper["final_step"].dropna()}) if "final_step" in paper else []
     if n is not None:
-        failed = int(s["n_failed"].sum()) if "n_failed" in s else 0
+        kinds = {c: int(paper[c].sum()) if c in paper else 0 for c in ("n_nonfinite", "n_label_failed", "n_missing")}
         out.append(
             f"Each model was evaluated on up to {n} test conformations"
             + (f" at step {', '.join(map(str, final))}" if final else "")
-            + f"; {failed} final DFT label{'s' if failed != 1 else ''} failed in total (counted in n_failed, "
-            "left out of the energy metrics)."
+            + f"; over all models, {kinds['n_nonfinite']} trajectory(ies) went non-finite, "
+            f"{kinds['n_label_failed']} final DFT label(s) failed and {kinds['n_missing']} final row(s) were "
+            "missing: all count as diverged."
             + (
-                " With so few conformations a single conformation moves pct_success by several points."
+                " With so few conformations a single conformation moves a rate by several points; "
+                "trust the paired tests, not the difference of two rates."
                 if n < 50
                 else ""
             )
         )
-    golf = sorted((m for m in models if _golf_round(m) is not None), key=_golf_round)
-    if "baseline" in s.index and golf:
-        last = golf[-1]
-        clause, sign = _compare(s.loc[last], s.loc["baseline"], last, "baseline")
-        calls = _calls(s.loc[last].get("extra_oracle_calls"))
-        head = {1: "GOLF improved on the baseline", 0: "GOLF did not clearly improve on the baseline", -1: ""}[sign]
-        head = head or "GOLF did worse than the baseline"
-        out.append(f"{head}: {last} ({calls} extra oracle calls) vs baseline, {clause}.")
-    trajs = sorted((m for m in models if re.fullmatch(r"traj-\d+", m)), key=model_sort_key)
-    for t in trajs:
-        if not golf:
-            break
-        t_calls = s.loc[t].get("extra_oracle_calls")
-        with_calls = [g for g in golf if pd.notna(s.loc[g].get("extra_oracle_calls"))]
-        if pd.isna(t_calls) or not with_calls:
-            g = golf[-1]
-            budget = "(oracle-call counts not given)"
-        else:
-            cheaper = [g for g in with_calls if s.loc[g]["extra_oracle_calls"] <= t_calls]
-            g = cheaper[-1] if cheaper else min(with_calls, key=lambda m: s.loc[m]["extra_oracle_calls"])
-            budget = f"({_calls(s.loc[g]['extra_oracle_calls'])} vs {_calls(t_calls)} extra oracle calls)"
-        clause, sign = _compare(s.loc[g], s.loc[t], g, t)
-        head = {1: "GOLF beat", 0: "GOLF is not clearly different from", -1: "GOLF lost to"}[sign]
-        out.append(f"{head} the trajectory baseline at equal or smaller budget: {g} vs {t} {budget}, {clause}.")
-    match = [m for m in models if m != "oracle" and pd.notna(s.loc[m]["e_res_mean"]) and s.loc[m]["e_res_mean"] < 1]
+    if unconverged is not None and len(unconverged):
+        out.append(f"{len(unconverged)} test conformation(s) have no converged reference and are not evaluated.")
+    for protocol in _protocols(paired) if len(paired) else []:
+        rows = paired[(_protocol(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])]
+        where = "" if protocol == PAPER_PROTOCOL else f" [{protocol}, not the paper's protocol]"
+        for _, r in rows.iterrows():  # the verdict's head; its numbers are in the paired section
+            out.append(f"{r['comparison']}{where}: {r['verdict'].split(';')[0]}.")
+    s = paper.groupby("model", sort=False)[["e_res_mean", "pct_div", "pct_mean"]].mean()
+    match = [m for m in s.index if m != "oracle" and pd.notna(s.loc[m, "e_res_mean"]) and s.loc[m, "e_res_mean"] < 1]
     out.append(
-        "Models that match the oracle (mean E_res < 1 kcal/mol, the paper's criterion): "
+        "Models that match the oracle (mean E_res < 1 kcal/mol, the paper's criterion, paper protocol): "
         + (", ".join(match) if match else "none")
         + "."
     )
-    if "mmff" in s.index and "baseline" in s.index:
-        clause, _ = _compare(s.loc["baseline"], s.loc["mmff"], "baseline", "mmff")
-        out.append(f"NNP baseline vs RDKit MMFF optimisation: {clause}.")
     div = s["pct_div"].dropna()
     if len(div) and div.max() > 0:
-        worst = div.idxmax()
-        out.append(f"The highest divergence rate is {worst}'s ({_f(div.max())} % of labelled conformations).")
-    if "oracle" in s.index and pd.notna(s.loc["oracle"]["pct_mean"]) and abs(s.loc["oracle"]["pct_mean"] - 100) > 1:
         out.append(
-            f"Warning: the oracle's own mean pct is {_f(s.loc['oracle']['pct_mean'])} %, not 100 %: "
+            f"The highest divergence rate is {div.idxmax()}'s ({_f(div.max())} % of the evaluated conformations)."
+        )
+    if "oracle" in s.index and pd.notna(s.loc["oracle", "pct_mean"]) and abs(s.loc["oracle", "pct_mean"] - 100) > 1:
+        out.append(
+            f"Warning: the oracle's own mean pct is {_f(s.loc['oracle', 'pct_mean'])} %, not 100 %: "
             "the reference energies and the evaluated geometries disagree."
         )
     out.append(
@@ -254,12 +363,15 @@ def _styles(models: Sequence[str]) -> dict[str, dict]:
 
     golf = sorted((m for m in models if _golf_round(m) is not None), key=_golf_round)
     trajs = sorted((m for m in models if re.fullmatch(r"traj-\d+", m)), key=model_sort_key)
-    others = [m for m in models if m not in golf and m not in trajs]
+    randoms = sorted((m for m in models if re.fullmatch(r"random-\d+", m)), key=model_sort_key)
+    others = [m for m in models if m not in golf and m not in trajs and m not in randoms]
     styles: dict[str, dict] = {}
     for i, m in enumerate(golf):
         styles[m] = {"color": colormaps["Blues"](0.45 + 0.55 * (i + 1) / len(golf)), "marker": "o", "ls": "-"}
     for i, m in enumerate(trajs):
         styles[m] = {"color": colormaps["Oranges"](0.45 + 0.55 * (i + 1) / len(trajs)), "marker": "s", "ls": "--"}
+    for i, m in enumerate(randoms):
+        styles[m] = {"color": colormaps["Purples"](0.45 + 0.55 * (i + 1) / len(randoms)), "marker": "v", "ls": "-."}
     fixed = {
         "baseline": {"color": "black", "marker": "D", "ls": "-"},
         "mmff": {"color": "tab:green", "marker": "^", "ls": ":"},
@@ -352,6 +464,12 @@ def _plot_eres(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
     return _save(fig, outdir, "eres_vs_step")
 
 
+def _bar(row) -> tuple[float, float]:
+    """Error bar lengths (below, above) from the view's bar_low/bar_high; 0 where unknown."""
+    y, lo, hi = row["pct_success"], row.get("bar_low", np.nan), row.get("bar_high", np.nan)
+    return (float(y - lo) if pd.notna(lo) else 0.0, float(hi - y) if pd.notna(hi) else 0.0)
+
+
 def _plot_success_calls(summary: pd.DataFrame, styles, outdir: Path) -> list[Path]:
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
@@ -365,12 +483,12 @@ def _plot_success_calls(summary: pd.DataFrame, styles, outdir: Path) -> list[Pat
     x = [0.0 if m == "baseline" and pd.isna(calls[m]) else calls[m] for m in curve]
     pts = [(xi, s.loc[m, "pct_success"], m) for xi, m in zip(x, curve, strict=True)]
     pts = [p for p in pts if pd.notna(p[0]) and pd.notna(p[1])]
-    se = {m: _se_success(s.loc[m]) for m in s.index}  # error bars: one binomial standard error
+    bars = {m: _bar(s.loc[m]) for m in s.index}
     if len(pts) > 1 or (pts and pts[0][2] != "baseline"):
         ax.errorbar(
             [p[0] for p in pts],
             [p[1] for p in pts],
-            yerr=[se[p[2]] for p in pts],
+            yerr=np.array([bars[p[2]] for p in pts]).T,
             color="tab:blue",
             marker="o",
             capsize=3,
@@ -390,7 +508,8 @@ def _plot_success_calls(summary: pd.DataFrame, styles, outdir: Path) -> list[Pat
             continue
         st = styles[m]
         ax.errorbar(
-            [xm], [s.loc[m, "pct_success"]], yerr=[se[m]], marker=st["marker"], color=st["color"], ms=8, ls="none",
+            [xm], [s.loc[m, "pct_success"]], yerr=np.array([bars[m]]).T, marker=st["marker"], color=st["color"], ms=8,
+            ls="none",
             capsize=3, label=m,
         )  # fmt: skip
         ax.annotate(m, (xm, s.loc[m, "pct_success"]), textcoords="offset points", xytext=(4, -10), fontsize="x-small")
@@ -401,7 +520,8 @@ def _plot_success_calls(summary: pd.DataFrame, styles, outdir: Path) -> list[Pat
         _no_data(ax, "pct_success / oracle-call data")
     ax.set_xlabel("extra oracle (DFT) calls beyond D0")
     ax.set_ylabel(f"pct_success (%): E_res < {SUCCESS_THRESHOLD_KCAL:g} kcal/mol")
-    ax.set_title("Success vs oracle budget (bars: ±1 standard error)")
+    label = s["bar_label"].iloc[0] if "bar_label" in s and len(s) else "95 % Wilson interval"
+    ax.set_title(f"Success vs oracle budget (bars: {label})")
     return _save(fig, outdir, "success_vs_oracle_calls")
 
 
@@ -487,90 +607,85 @@ def _require(df: pd.DataFrame, needs: Sequence[str], what: str) -> None:
         raise ReportError(f"{what} lacks columns {missing}")
 
 
-def _summary_lines(summary: pd.DataFrame, settings: Mapping[str, Any]) -> list[str]:
-    header = [
-        "model",
-        "mean pct_T (%) ↑",
-        "pct_div (%) ↓",
-        "mean E_res_T (kcal/mol) ↓",
-        "pct_success (%) ↑",
-        "COV (%) ↑",
-        "MAT (Å) ↓",
-        "extra oracle calls",
-        "n (failed)",
-    ]
-    rows = []
-    for _, r in summary.iterrows():
-        n = f"{int(r['n'])} ({int(r.get('n_failed', 0))})" if "n" in r and pd.notna(r["n"]) else "–"
-        rows.append(
-            [
-                r["model"],
-                f"{_f(r['pct_mean'])} ± {_f(r['pct_std'])}",
-                _f(r["pct_div"]),
-                _f(r["e_res_mean"], 2),
-                _f(r["pct_success"]),
-                _f(r.get("cov_pct")),
-                _f(r.get("mat_angstrom"), 2),
-                _calls(r.get("extra_oracle_calls")),
-                n,
-            ]
+def _plot_view(summary: pd.DataFrame, steps: pd.DataFrame, final: pd.DataFrame):
+    """The paper protocol's rows for the plots: seed means per model (step), and for the success
+    plot's bars the seeds' min-max, or the 95 % Wilson interval with a single seed."""
+    summary = summary[_protocol(summary) == PAPER_PROTOCOL]
+    steps = steps[_protocol(steps) == PAPER_PROTOCOL]
+    final = final[_protocol(final) == PAPER_PROTOCOL]
+    if "seed" in steps:
+        steps = steps.groupby(["model", "step"], as_index=False, sort=False).mean(numeric_only=True)
+    if "seed" in summary and summary["seed"].nunique() > 1:
+        g = summary.groupby("model", sort=False)
+        view = g.mean(numeric_only=True)
+        view["bar_low"] = g["pct_success"].min()
+        view["bar_high"] = g["pct_success"].max()
+        view["bar_label"] = "min–max over seeds"
+        summary = view.reset_index()
+    else:
+        summary = summary.assign(
+            bar_low=summary.get("pct_success_low", np.nan),
+            bar_high=summary.get("pct_success_high", np.nan),
+            bar_label="95 % Wilson interval",
         )
-    paper_rows = [
-        [
-            p.method,
-            f"{_f(p.pct_mean)} ± {_f(p.pct_std)}",
-            _f(p.pct_div),
-            _f(p.e_res_mean),
-            _f(p.pct_success),
-            _f(p.cov_pct),
-            _f(p.mat_angstrom, 2),
-            _calls(p.extra_oracle_calls),
-        ]
-        for p in PAPER_TABLE2
-    ]
-    readme = {p.method: p for p in PAPER_README_TABLE2}
-    band_rows = [
-        [
-            p.method,
-            f"{p.pct_mean:g} / {readme[p.method].pct_mean:g}",
-            f"{p.pct_div:g} / {readme[p.method].pct_div:g}",
-            f"{p.cov_pct:g} / {readme[p.method].cov_pct:g}",
-            f"{p.mat_angstrom:g} / {readme[p.method].mat_angstrom:g}",
-        ]
-        for p in PAPER_TABLE2
-        if p.method in readme
-    ]
+    return summary, steps, final
+
+
+def _section(protocol: str, summary: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
+    s = summary[_protocol(summary) == protocol]
+    p = paired[(_protocol(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])] if len(paired) else paired
+    title = "This study: the paper's protocol" if protocol == PAPER_PROTOCOL else f"Second row set: {protocol}"
+    lines = [f"## {title}", "", f"Every NNP row optimised with {_describe_protocol(protocol)}.", ""]
+    lines += _results_table(s)
+    lines += ["", f"### Paired comparisons ({protocol})", ""]
+    if len(p):
+        lines += _paired_table(p)
+        lines += ["", *[f"- {r['comparison']}: {r['verdict']}" for _, r in p.iterrows()]]
+    else:
+        lines += ["(no pair of models to compare)"]
+    spread = stats.seed_spread(s)
+    if spread is not None:
+        lines += ["", f"### Spread across seeds ({protocol})", ""]
+        lines += _spread_table(spread)
+    return lines + [""]
+
+
+_DEFINITIONS = (
+    "Definitions (reference/golf-paper.md §6.2): pct = 100·(E_0 − E_T)/(E_0 − E_opt); diverged = "
+    "E_T > E_0, or no DFT energy of the final geometry (the trajectory went non-finite, the DFT label "
+    "failed, or the final row is missing); pct_div over every conformation the model was run on "
+    "(n evaluated); mean pct, std, mean E_res and pct_success (E_res < {thr:g} kcal/mol) over the "
+    "labelled, non-diverged ones, as in the paper. Rate intervals: 95 % Wilson. COV/MAT: RDKit "
+    "GetBestRMS over all atoms (symmetry-aware) within a molecule, δ = {delta:g} Å. Oracle: the DFT "
+    "optimisation itself, pct = 100 by definition. Paired comparisons (golf.stats): a − b over the "
+    "conformations evaluated by both; ΔE_res and Δpct over those valid and not diverged for both "
+    "(count in brackets), 95 % BCa bootstrap intervals (seeded); success and divergence by an exact "
+    "McNemar test (p), or with several seeds the bootstrap interval of the per-conformation "
+    "seed-averaged difference. A model is called better only when an interval excludes zero or "
+    "p < {alpha:g} in its favour and nothing is significant against it. paired.csv has every row, "
+    "per seed too."
+)
+
+
+def _summary_lines(
+    summary: pd.DataFrame, paired: pd.DataFrame, settings: Mapping[str, Any], unconverged: pd.DataFrame | None
+) -> list[str]:
     lines = ["# GOLF study report", ""]
-    lines += ["## This study", ""]
-    lines += _md_table(header, rows)
-    lines += [
-        "",
-        "Definitions (reference/golf-paper.md §6.2): pct = 100·(E_0 − E_T)/(E_0 − E_opt); diverged = "
-        "E_T > E_0, pct_div over the conformations with a DFT label; mean pct, std, mean E_res and "
-        f"pct_success (E_res < {SUCCESS_THRESHOLD_KCAL:g} kcal/mol) over the labelled, non-diverged ones. "
-        f"COV/MAT: RDKit GetBestRMS over all atoms (symmetry-aware) within a molecule, δ = {COV_DELTA:g} Å. "
-        "n (failed): conformations evaluated (DFT labels that failed at the final step, excluded from "
-        "the energy metrics). Oracle: the DFT optimisation itself, pct = 100 by definition.",
-        "",
-        "## The paper's Table 2 (for reference)",
-        "",
-        "Tsypin et al., ICLR 2024, Table 2: nablaDFT D_test, 19 477 conformations, T = 100, "
-        "ωB97X-D/def2-SVP, PaiNN NNPs.",
-        "",
-    ]
-    lines += _md_table(header[:-1], paper_rows)
-    lines += [
-        "",
-        "The authors' README (Nov 2023) gives different pct_T, pct_div, COV and MAT; the band is final paper / README:",
-        "",
-    ]
-    lines += _md_table(["method", "pct_T", "pct_div", "COV", "MAT"], band_rows)
+    protocols = _protocols(summary)
+    if PAPER_PROTOCOL not in protocols:
+        lines += ["**No row was evaluated with the paper's protocol**: every table below is a departure from it.", ""]
+    for protocol in protocols:
+        lines += _section(protocol, summary, paired)
+    lines += [_DEFINITIONS.format(thr=SUCCESS_THRESHOLD_KCAL, delta=COV_DELTA, alpha=stats.ALPHA), ""]
+    lines += _unconverged_lines(unconverged) + [""]
+    lines += _paper_tables()
     lines += ["", "## Settings", ""]
     flat = _flatten(settings)
-    lines += _md_table(["setting", "value"], [[k, f"`{v}`"] for k, v in flat]) if flat else ["(none given)"]
+    lines += _md_table(pd.DataFrame(flat, columns=["setting", "value"]).assign(value=lambda d: "`" + d["value"] + "`"))
+    lines += [] if flat else ["(none given)"]
     lines += ["", "## What this shows", ""]
-    lines += [f"- {s}" for s in _findings(summary)]
-    lines += ["", "## Plots", ""]
+    lines += [f"- {s}" for s in _findings(summary, paired, unconverged)]
+    lines += ["", "## Plots (paper protocol)", ""]
     captions = {
         "pct_vs_step": "Mean pct and pct_div along the optimisation",
         "eres_vs_step": "Mean E_res and pct_success along the optimisation",
@@ -589,35 +704,55 @@ def write_report(
     per_conformation_final: pd.DataFrame,
     outdir: str | Path,
     settings: Mapping[str, Any] | None = None,
+    *,
+    unconverged: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write ``outdir/summary.md`` and the plots (``PLOTS``, each as PNG and SVG); return the paths.
+    """Write ``outdir/summary.md``, ``outdir/paired.csv`` and the plots (``PLOTS``, PNG and SVG).
 
     ``summary``: ``golf.metrics.summarise`` output (needs model, pct_mean, pct_std, pct_div,
-    e_res_mean, pct_success; uses cov_pct, mat_angstrom, extra_oracle_calls, n, n_failed,
-    final_step when present). ``steps``: ``golf.metrics.step_metrics`` output.
-    ``per_conformation_final``: ``golf.metrics.final_conformations`` output (needs model and pct;
-    uses valid and diverged). ``settings``: the study settings, nested dicts allowed, listed as
-    they are. Models without NNP error (mmff, oracle) and tiny sets are drawn as far as they go;
-    a plot without any data says so instead of failing.
+    e_res_mean, pct_success; uses protocol, seed, the count columns, the Wilson bounds, cov_pct,
+    mat_angstrom, extra_oracle_calls, final_step when present). ``steps``:
+    ``golf.metrics.step_metrics`` output. ``per_conformation_final``:
+    ``golf.metrics.final_conformations`` output (needs model and pct; with evaluated, valid,
+    diverged, success and e_res_kcal the paired comparisons of ``golf.stats`` are made).
+    ``settings``: the study settings, nested dicts allowed, listed flattened. ``unconverged``:
+    test conformations whose reference optimisation did not converge, one row each, listed as
+    given (None: the report says it was not given). Rows of the paper's protocol come first; any
+    other protocol is a second, labelled row set. Plots show the paper's protocol (seed means).
+    Returns the paths written.
     """
     _require(summary, _SUMMARY_NEEDS, "summary")
     _require(steps, _STEPS_NEEDS, "steps")
     _require(per_conformation_final, ("model", "pct"), "per_conformation_final")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    summary = summary.copy()
-    summary["model"] = summary["model"].astype(str)
-    summary = summary.iloc[sorted(range(len(summary)), key=lambda i: model_sort_key(summary["model"].iat[i]))]
+    summary = summary.assign(model=summary["model"].astype(str), protocol=_protocol(summary))
+    summary = summary.iloc[
+        sorted(
+            range(len(summary)),
+            key=lambda i: (
+                (summary["protocol"].iat[i] != PAPER_PROTOCOL, summary["protocol"].iat[i])
+                + model_sort_key(summary["model"].iat[i])
+            ),
+        )
+    ]
     steps = steps.assign(model=steps["model"].astype(str))
     final = per_conformation_final.assign(model=per_conformation_final["model"].astype(str))
+    if all(c in final for c in _PAIRED_NEEDS):
+        calls = dict(zip(summary["model"], summary.get("extra_oracle_calls", np.nan), strict=True))
+        paired = stats.paired_comparisons(final, calls)
+    else:
+        paired = pd.DataFrame(columns=list(stats.PAIRED_COLUMNS))
     styles = _styles(_ordered(list(summary["model"]) + list(steps["model"]) + list(final["model"])))
 
     md = outdir / "summary.md"
-    md.write_text("\n".join(_summary_lines(summary, settings or {})) + "\n", encoding="utf-8")
-    written = [md]
-    written += _plot_pct(steps, styles, outdir)
-    written += _plot_eres(steps, styles, outdir)
-    written += _plot_success_calls(summary, styles, outdir)
-    written += _plot_nnp_error(steps, styles, outdir)
-    written += _plot_distribution(final, styles, outdir)
+    md.write_text("\n".join(_summary_lines(summary, paired, settings or {}, unconverged)) + "\n", encoding="utf-8")
+    paired.to_csv(outdir / "paired.csv", index=False)
+    written = [md, outdir / "paired.csv"]
+    plot_summary, plot_steps, plot_final = _plot_view(summary, steps, final)
+    written += _plot_pct(plot_steps, styles, outdir)
+    written += _plot_eres(plot_steps, styles, outdir)
+    written += _plot_success_calls(plot_summary, styles, outdir)
+    written += _plot_nnp_error(plot_steps, styles, outdir)
+    written += _plot_distribution(plot_final, styles, outdir)
     return written

@@ -366,6 +366,8 @@ def verdict(row: Mapping, alpha: float = ALPHA) -> tuple[int, str]:
         head, sign = f"{b} is better than {a} (significant in {', '.join(favour_b)})", -1
     else:
         head, sign = f"no significant difference between {a} and {b}", 0
+    if 0 < row.get("n_e_res", 0) < MIN_PAIRS:
+        n += f"; under {MIN_PAIRS}, too few for an E_res/pct verdict"
     return sign, f"{head}; {a} − {b}: {detail} ({n})."
 
 
