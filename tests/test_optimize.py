@@ -292,7 +292,7 @@ def test_optimize_streams_conformations(mols):
         n_steps = 1 if name == "benzene" else 4
         n = len(mols[name][0])
         assert tr.positions.shape == (n_steps + 1, n, 3) and tr.forces.shape == (n_steps + 1, n, 3)
-        assert tr.energies.shape == (n_steps + 1,) and tr.status == "running"
+        assert tr.energies.shape == (n_steps + 1,) and tr.status == "step_limit"  # stopped before converging
         np.testing.assert_array_equal(tr.positions[0], mols[name][1])
         ref_x, ref_e = torch_reference(springs, *mols[name], n_steps)
         np.testing.assert_allclose(tr.positions[1:], ref_x, atol=1e-5, rtol=0)

@@ -73,6 +73,9 @@ STATUSES = (
     "converged",  # optimisation: converged by the force criterion
     "running",  # optimisation: stopped at the step limit or still running
     "skipped_no_mmff",  # RDKit MMFF has no parameters for the molecule
+    "step_limit",  # optimisation: ran its steps without converging
+    "broken",  # optimisation: the bond graph differs from the input's (golf.optimize.bond_change)
+    "fragmented",  # optimisation: the molecule fell apart into more pieces than the input had
 )
 _STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
 

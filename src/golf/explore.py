@@ -20,10 +20,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from golf.data import Conformer, Dataset
-from golf.optimize import BatchedLBFGS
+from golf.optimize import BatchedLBFGS, run_stream
 from golf.select import END_REASONS, select_conformation, trajectory_end
 from golf.surrogate import SurrogateError, SurrogatePool
 
@@ -104,16 +103,13 @@ def run_golf_trajectories(
     max_trajectories = max_trajectories or 50 * n_candidates
     order = _start_order(len(starts), np.random.default_rng(seed))
 
+    # float64 optimiser state (the default): a trajectory must not depend on its batch (golf.optimize)
     opt = BatchedLBFGS(
-        model.energies_forces,
-        batch_size=parallel,
-        max_displacement=max_displacement,
-        dtype=torch.float32,
-        device=model.device,
+        model.energies_forces, batch_size=parallel, max_displacement=max_displacement, device=model.device
     )
-    running: dict[int, _Running] = {}
+    running: dict[int, _Running] = {}  # traj -> its frames so far
     out = Dataset(dict(starts.molecules), [], {"kind": "golf_trajectories", "end_reasons": list(END_REASONS)})
-    accepted = ended = next_traj = 0
+    counts = {"accepted": 0, "ended": 0, "started": 0}
     timing = {"nnp_s": 0.0, "mmff_s": 0.0}
     bar = None
     if progress:
@@ -121,24 +117,23 @@ def run_golf_trajectories(
 
         bar = tqdm(total=n_candidates, desc=f"round {round_index} candidates", unit="conf")
 
-    # max_trajectories stops new starts only: trajectories already running still run to their end.
-    while accepted < n_candidates and (next_traj < max_trajectories or running):
-        while opt.n_free and next_traj < max_trajectories:
+    def new_starts():
+        # max_trajectories stops new starts only: trajectories already running still run to their end.
+        while counts["started"] < max_trajectories:
             row = next(order)
             start = starts.conformers[row]
-            slot = opt.add(start.species, start.coordinates, key=next_traj)
             t0 = time.perf_counter()
             e0 = surrogates[starts.smiles(start)].energy(start.coordinates)
             timing["mmff_s"] += time.perf_counter() - t0
-            running[slot] = _Running(next_traj, row, start, [start.coordinates], [np.nan], [None], [e0], [False])
-            next_traj += 1
+            traj = counts["started"]
+            running[traj] = _Running(traj, row, start, [start.coordinates], [np.nan], [None], [e0], [False])
+            counts["started"] += 1
+            yield traj, start.species, start.coordinates
 
-        t0 = time.perf_counter()
-        result = opt.step()
-        timing["nnp_s"] += time.perf_counter() - t0
-        for i in range(len(result)):
-            slot = int(result.slots[i])
-            traj = running[slot]
+    def on_step(result) -> list[bool]:
+        ended = []
+        for i, key in enumerate(result.keys):
+            traj = running[key]
             if result.started[i]:
                 traj.nnp_energies[0] = float(result.start_energies[i])
                 traj.nnp_forces[0] = result.start_forces[i, : len(traj.start.species)].numpy().astype(np.float64)
@@ -156,20 +151,25 @@ def run_golf_trajectories(
             end = trajectory_end(traj.mmff, finite, timelimit)
             if end is None and result.status[i] == "converged":
                 end = "timelimit"  # L-BFGS has nothing left to do: as if it idled until T
+            ended.append(end is not None)
             if end is None:
                 continue
-            opt.remove(slot)
-            del running[slot]
-            ended += 1
-            if accepted >= n_candidates:
+            del running[key]
+            counts["ended"] += 1
+            if counts["accepted"] >= n_candidates:
                 continue  # the quota filled earlier in this step; extra candidates are dropped
             selection = select_conformation(traj.mmff, traj.repaired, end, mmff_threshold)
             if selection.index is not None:
-                accepted += 1
+                counts["accepted"] += 1
                 if bar is not None:
                     bar.update(1)
             out.conformers.extend(_frames(traj, end, round_index))
+        return ended
 
+    t_round = time.perf_counter()
+    run_stream(opt, new_starts(), on_step, stop=lambda: counts["accepted"] >= n_candidates)
+    timing["nnp_s"] = time.perf_counter() - t_round - timing["mmff_s"]  # the optimiser and its model calls
+    accepted, ended, next_traj = counts["accepted"], counts["ended"], counts["started"]
     if bar is not None:
         bar.close()
     if accepted < n_candidates:
