@@ -16,6 +16,13 @@ Fine-tuning (GOLF rounds, trajectory baselines) passes ``new``: each batch then 
 ``batch - int(batch * (1 - initial_conf_pct))`` samples from D0 (7 of 64 for 0.1, as the code's
 replay buffers do, §1.4) and the rest from ``new``, uniformly without replacement within a batch.
 
+Resuming (``train(..., checkpoint=PATH)``): every ``checkpoint_every`` steps the whole state of
+the run (model, Adam, schedule position, the sampler's and torch's RNG states, partial metric sums,
+metrics rows, the best model so far) is written atomically to PATH; a call that finds a checkpoint
+of the same starting model, settings and data continues from it and returns what an uninterrupted
+run returns, bit for bit on CPU. A SLURM job killed at its wall time thus loses at most
+``checkpoint_every`` steps on its retry.
+
 Shapes: B conformations per batch, N padded atoms, P conformations in a data pool.
 """
 
@@ -30,7 +37,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -334,10 +341,6 @@ def _optimizer(model: NNP, settings: TrainSettings):
     return params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
 
 
-def _sampler_rng(settings: TrainSettings) -> np.random.Generator:
-    return np.random.default_rng([settings.seed, 0xBA7C4])
-
-
 def _next_batch(rng: np.random.Generator, pools: _Pools, settings: TrainSettings) -> tuple[Tensor, ...]:
     """One training batch (elem_idxs, coords, energies, forces, n_atoms), D0 and new data mixed."""
     idx_d0, idx_new = batch_composition(
@@ -351,40 +354,51 @@ def _next_batch(rng: np.random.Generator, pools: _Pools, settings: TrainSettings
 
 
 @dataclass
-class _Progress:
-    """Everything of a run that changes per step, besides the model, optimiser, schedule and RNGs."""
+class _Run:
+    """All mutable state of one training run, created in one place (:meth:`fresh`), saved whole
+    in a checkpoint (:func:`_save_checkpoint`) and restored whole (:func:`_restore`)."""
 
-    step: int  # the last finished step
-    skipped: int
-    acc: dict[str, Tensor]  # running sums of training errors since the last evaluation (no sync per step)
-    acc_steps: int
-    history: list[dict]
-    best_loss: float
-    best_step: int
-    best_state: dict[str, Tensor] | None
-    elapsed_before: float  # seconds spent before this process (a resumed run)
+    model: NNP
+    params: list[Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator  # the batch sampler's
+    step: int = 0  # the last finished step
+    skipped: int = 0
+    acc: dict[str, Tensor] = field(default_factory=dict)  # training-error sums since the last row (no sync per step)
+    acc_steps: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_step: int = 0
+    best_state: dict[str, Tensor] | None = None
+    elapsed_before: float = 0.0  # seconds spent before this process (a resumed run)
 
     @classmethod
-    def fresh(cls, device) -> _Progress:
+    def fresh(cls, start_model: NNP, settings: TrainSettings, device) -> _Run:
+        model = copy.deepcopy(start_model).to(device)
+        params, optimizer, scheduler = _optimizer(model, settings)
         zero = torch.zeros((), dtype=torch.float64, device=device)
-        acc = {k: zero.clone() for k in ("loss", "e_abs", "f_abs", "n_comp", "n")}
-        return cls(0, 0, acc, 0, [], math.inf, 0, None, 0.0)
+        acc = {k: zero.clone() for k in ACCUMULATORS}
+        return cls(model, params, optimizer, scheduler, np.random.default_rng([settings.seed, 0xBA7C4]), acc=acc)
 
 
-def _train_step(model: NNP, params, optimizer, batch, settings: TrainSettings, run: _Progress) -> None:
+ACCUMULATORS = ("loss", "e_abs", "f_abs", "n_comp", "n")
+
+
+def _train_step(run: _Run, batch: tuple[Tensor, ...], settings: TrainSettings) -> None:
     """One gradient step; a non-finite loss or gradient skips the update (counted in ``run.skipped``)."""
-    terms = _batch_terms(model, batch, create_graph=True)
+    terms = _batch_terms(run.model, batch, create_graph=True)
     loss = _loss(settings.rho, terms[0], terms[1])
-    optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)
     if not torch.isfinite(loss):
         run.skipped += 1
         return
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, settings.grad_clip)
     if not torch.isfinite(grad_norm):
         run.skipped += 1
         return
-    optimizer.step()
+    run.optimizer.step()
     with torch.no_grad():
         run.acc["loss"] += loss.detach().double()
         run.acc["e_abs"] += terms[2].detach().sum().double()
@@ -394,10 +408,11 @@ def _train_step(model: NNP, params, optimizer, batch, settings: TrainSettings, r
     run.acc_steps += 1
 
 
-def _validate(model: NNP, pools: _Pools, settings: TrainSettings, lr: float, run: _Progress, elapsed: float) -> dict:
+def _validate(run: _Run, pools: _Pools, settings: TrainSettings, elapsed: float) -> dict:
     """A metrics row at ``run.step``: training errors since the last row, validation errors; best-model check."""
+    model = run.model
     row = dict.fromkeys(HISTORY_COLUMNS, float("nan"))
-    row.update(step=run.step, lr=lr, skipped_steps=run.skipped)
+    row.update(step=run.step, lr=run.optimizer.param_groups[0]["lr"], skipped_steps=run.skipped)
     if run.acc_steps:
         acc = run.acc
         row["train_loss"] = float(acc["loss"]) / run.acc_steps
@@ -467,16 +482,16 @@ def run_digest(model: NNP, settings: TrainSettings, data_digest: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _save_checkpoint(path: Path, digest: str, model, optimizer, scheduler, rng, run: _Progress, elapsed: float):
+def _save_checkpoint(path: Path, digest: str, run: _Run, elapsed: float) -> None:
     """Write the run's whole state to ``path`` atomically: a SIGKILL mid-write leaves the last one intact."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "digest": digest,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         # plain types only, for torch.load(weights_only=True); JSON keeps PCG64's 128-bit integers
-        "sampler_rng": json.dumps(rng.bit_generator.state),
+        "sampler_rng": json.dumps(run.rng.bit_generator.state),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "step": run.step,
@@ -526,30 +541,38 @@ def _load_checkpoint(path: Path, digest: str, steps: int, device) -> dict | None
     return state
 
 
-def _restore(state: dict, model, optimizer, scheduler, rng, device) -> _Progress:
-    """Load a checkpoint into fresh objects; raises on any mismatch (the caller then starts over)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng.bit_generator.state = json.loads(state["sampler_rng"])
+def _restore(state: dict, run: _Run, device) -> None:
+    """Load a checkpoint into a fresh run; raises on any mismatch (the caller then starts over afresh)."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.rng.bit_generator.state = json.loads(state["sampler_rng"])
     torch.set_rng_state(state["torch_rng"].cpu())
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    acc = {k: v.to(device=device, dtype=torch.float64) for k, v in state["acc"].items()}
-    if set(acc) != {"loss", "e_abs", "f_abs", "n_comp", "n"}:
-        raise ValueError(f"unexpected accumulators {sorted(acc)}")
+    if set(state["acc"]) != set(ACCUMULATORS):
+        raise ValueError(f"unexpected accumulators {sorted(state['acc'])}")
+    run.acc = {k: v.to(device=device, dtype=torch.float64) for k, v in state["acc"].items()}
+    run.step, run.skipped, run.acc_steps = int(state["step"]), int(state["skipped"]), int(state["acc_steps"])
+    run.history = [dict(row) for row in state["history"]]
+    run.best_loss, run.best_step = float(state["best_loss"]), int(state["best_step"])
     best = state["best_state"]
-    return _Progress(
-        step=int(state["step"]),
-        skipped=int(state["skipped"]),
-        acc=acc,
-        acc_steps=int(state["acc_steps"]),
-        history=[dict(row) for row in state["history"]],
-        best_loss=float(state["best_loss"]),
-        best_step=int(state["best_step"]),
-        best_state=None if best is None else {k: v.to(device) for k, v in best.items()},
-        elapsed_before=float(state["elapsed_s"]),
-    )
+    run.best_state = None if best is None else {k: v.to(device) for k, v in best.items()}
+    run.elapsed_before = float(state["elapsed_s"])
+
+
+def _resume(run: _Run, start_model: NNP, settings: TrainSettings, device, path: Path, digest: str) -> _Run:
+    """``run`` (fresh) restored from the checkpoint at ``path`` when that belongs to this run, else as it is."""
+    state = _load_checkpoint(path, digest, settings.steps, device)
+    if state is None:
+        return run
+    try:
+        _restore(state, run, device)
+    except Exception as err:  # never continue from half a state: start over from a fresh one
+        log.warning("training checkpoint %s does not fit (%s: %s); training starts over", path, type(err).__name__, err)
+        return _Run.fresh(start_model, settings, device)
+    log.info("resuming from training checkpoint %s at step %d of %d", path, run.step, settings.steps)
+    return run
 
 
 # === the run ===============================================================================
@@ -596,30 +619,14 @@ def train(
     # them is ~3-5x slower (measured on the force-loss double backward). Flushing them to zero
     # changes values below 1e-38 only. This is a process-wide setting and stays on.
     torch.set_flush_denormal(True)
-    start_model = model
-    model = copy.deepcopy(start_model).to(device)
-    pools = _make_pools(model, d0, new, settings, device)
+    run = _Run.fresh(model, settings, device)
+    pools = _make_pools(run.model, d0, new, settings, device)
     data_digest = dataset_digest(d0, *([new] if new is not None else []))
-
-    params, optimizer, scheduler = _optimizer(model, settings)
-    rng = _sampler_rng(settings)
-    run = _Progress.fresh(device)
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    digest = run_digest(start_model, settings, data_digest) if ckpt_path else ""
-    state = _load_checkpoint(ckpt_path, digest, settings.steps, device) if ckpt_path else None
-    if state is not None:
-        try:
-            run = _restore(state, model, optimizer, scheduler, rng, device)
-            log.info("resuming from training checkpoint %s at step %d of %d", ckpt_path, run.step, settings.steps)
-        except Exception as err:  # never continue from half a state: rebuild everything
-            log.warning(
-                "training checkpoint %s does not fit (%s: %s); training starts over", ckpt_path, type(err).__name__, err
-            )
-            model = copy.deepcopy(start_model).to(device)
-            params, optimizer, scheduler = _optimizer(model, settings)
-            rng = _sampler_rng(settings)
-            run = _Progress.fresh(device)
-        del state
+    digest = ""
+    if ckpt_path is not None:
+        digest = run_digest(model, settings, data_digest)
+        run = _resume(run, model, settings, device, ckpt_path, digest)
 
     start_time = time.perf_counter() - run.elapsed_before
     metrics = _MetricsCSV(metrics_csv, run.history)
@@ -628,36 +635,36 @@ def train(
     )
 
     def evaluate() -> None:
-        row = _validate(model, pools, settings, optimizer.param_groups[0]["lr"], run, time.perf_counter() - start_time)
+        row = _validate(run, pools, settings, time.perf_counter() - start_time)
         metrics.write(row)
         bar.set_postfix(val_loss=f"{row['val_loss']:.3g}", refresh=False)
 
     try:
         if run.step == 0:
             evaluate()
-        model.train()
+        run.model.train()
         while run.step < settings.steps:
-            _train_step(model, params, optimizer, _next_batch(rng, pools, settings), settings, run)
+            _train_step(run, _next_batch(run.rng, pools, settings), settings)
             run.step += 1
             # The schedule advances on skipped steps too, so it always ends at step `steps`.
-            scheduler.step()
+            run.scheduler.step()
             bar.update(1)
             if run.step % settings.eval_every == 0 or run.step == settings.steps:
                 evaluate()
             if ckpt_path is not None and run.step % checkpoint_every == 0 and run.step < settings.steps:
-                elapsed = time.perf_counter() - start_time
-                _save_checkpoint(ckpt_path, digest, model, optimizer, scheduler, rng, run, elapsed)
+                _save_checkpoint(ckpt_path, digest, run, time.perf_counter() - start_time)
     finally:
         bar.close()
         metrics.close()
 
     if ckpt_path is not None:
         ckpt_path.unlink(missing_ok=True)
-    return _result(model, d0, settings, pools, run, data_digest)
+    return _result(run, d0, settings, pools, data_digest)
 
 
-def _result(model: NNP, d0: Dataset, settings: TrainSettings, pools: _Pools, run: _Progress, data_digest: str):
+def _result(run: _Run, d0: Dataset, settings: TrainSettings, pools: _Pools, data_digest: str) -> TrainResult:
     """The best model with its provenance in ``meta`` and the history."""
+    model = run.model
     if run.skipped:
         log.warning("%d of %d steps skipped (non-finite loss or gradient)", run.skipped, settings.steps)
     best_step = run.best_step
