@@ -15,7 +15,7 @@ report: "rules/report/workflow.rst"
 
 wildcard_constraints:
     set=r"[A-Za-z0-9_-]+",
-    chunk=r"\d+",
+    scatteritem=r"\d+-of-\d+",
     round=r"\d+",
     model=r"[A-Za-z0-9_-]+",
     k=r"\d+",

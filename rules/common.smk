@@ -1,12 +1,15 @@
 # Config validation and the named helpers the rules use. Nothing here runs a job.
 
+import os
 import shutil
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The package is installed where Snakemake runs (`pip install -e .`) and into each conda env
+# (envs/*.post-deploy.sh installs this checkout, found through GOLF_SOURCE).
+from golf.config import ConfigError, golf_budget, traj_budget, validate
 
-from golf.config import ConfigError, traj_budget, validate  # noqa: E402
+os.environ.setdefault(
+    "GOLF_SOURCE", os.path.dirname(os.path.abspath(workflow.main_snakefile))
+)
 
 try:
     config = validate(config)
@@ -14,10 +17,20 @@ except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 ROUNDS = list(range(1, config["golf"]["rounds"] + 1))
-CHUNKS = list(range(config["oracle"]["chunks"]))
 TRAJ_K = traj_budget(config)
 BYO_D0 = config["data"]["d0"]
 BYO_TEST = config["data"]["test"]
+
+
+# Oracle work is scattered into config oracle.chunks jobs (scatter item "i-of-N", 1-based).
+scattergather:
+    oracle=config["oracle"]["chunks"],
+
+
+def scaled(base):
+    """A resource (mem_mb, runtime in minutes) that grows with the attempt, so a retry after a
+    kill for memory or time asks for more."""
+    return lambda wildcards, attempt: base * attempt
 
 
 def nnp_gpus():
@@ -123,7 +136,7 @@ def get_round_benchmarks(wildcards):
     return {
         "optimize": [f"benchmarks/golf/{r}/optimize.tsv"],
         "select": [f"benchmarks/golf/{r}/select.tsv"],
-        "label": [f"benchmarks/label/round-{r}/chunk-{c}.tsv" for c in CHUNKS],
+        "label": gather.oracle(f"benchmarks/label/round-{r}/chunk-{{scatteritem}}.tsv"),
         "train": [f"benchmarks/golf/{r}/train.tsv"],
     }
 
@@ -141,18 +154,61 @@ def get_optimisation_split(wildcards):
     return "test" if wildcards.set == "reference" and not BYO_TEST else None
 
 
-def get_optimisation_budget(wildcards):
-    """Extra oracle calls of this chunk: the trajectory budget k shared out over the chunks."""
+def get_traj_params(wildcards):
+    """The trajectory baseline's start order and budget; None for the reference optimisations.
+
+    Each chunk runs whole trajectories until its share of k is spent; the gather then keeps
+    trajectories in the seeded start order until k (see golf.oracle_optimize.gather_trajectories).
+    """
     if wildcards.set != "traj":
         return None
-    chunk = int(wildcards.chunk)
-    return TRAJ_K // len(CHUNKS) + (1 if chunk < TRAJ_K % len(CHUNKS) else 0)
+    return {
+        "seed": config["golf"]["seed"],
+        "share": -(-TRAJ_K // config["oracle"]["chunks"]),  # ceil: the shares cover k
+        "validation": validation_params(),
+    }
+
+
+def get_gather_budget(wildcards):
+    return TRAJ_K if wildcards.set == "traj" else None
 
 
 def get_optimisation_max_steps(wildcards):
     if wildcards.set == "traj":
         return config["traj"]["max_steps"]
     return config["optimisation"]["max_steps"]
+
+
+def oracle_params():
+    """The oracle settings a label depends on; not how a set is cut (chunks) nor the gather's
+    filter, so changing those reruns no Psi4 job."""
+    skip = ("chunks", "max_force_norm", "allow_mixed_provenance")
+    return {k: v for k, v in config["oracle"].items() if k not in skip}
+
+
+def model_params():
+    """What golf.workflow.new_model reads: a config-shaped mapping of the model's settings."""
+    oracle = config["oracle"]
+    return {
+        "nnp": config["nnp"],
+        "elements": config["elements"],
+        "oracle": {"method": oracle["method"], "basis": oracle["basis"]},
+        "train": config["train"],
+    }
+
+
+def train_params():
+    """Everything golf.workflow.train_settings reads."""
+    return {
+        "train": config["train"],
+        "device": config["nnp"]["device"],
+        "initial_conf_pct": config["golf"]["initial_conf_pct"],
+    }
+
+
+def validation_params():
+    """What decides training's validation molecules (golf.workflow.validation_molecules)."""
+    return {k: config["train"][k] for k in ("val_fraction", "seed")}
 
 
 REPORT_PLOTS = [

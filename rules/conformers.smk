@@ -11,8 +11,8 @@ rule conformers:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(30),
     params:
         settings=config["conformers"],
         elements=config["elements"],

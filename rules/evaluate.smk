@@ -15,8 +15,8 @@ rule eval_optimize:
         "../envs/nnp.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=scaled(4000),
+        runtime=scaled(60),
         gpu=get_eval_gpus,
     params:
         evaluation=config["evaluation"],
@@ -40,8 +40,8 @@ rule eval_table:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
     script:
         "../workflow/scripts/eval_table.py"
 
@@ -76,8 +76,8 @@ rule report:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 20 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(20),
     params:
         evaluation=config["evaluation"],
         settings=report_settings(),

@@ -18,12 +18,13 @@ rule golf_optimize:
         "../envs/nnp.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=scaled(4000),
+        runtime=scaled(60),
         gpu=nnp_gpus(),
     params:
         golf=config["golf"],
         device=config["nnp"]["device"],
+        validation=validation_params(),
     script:
         "../workflow/scripts/golf_optimize.py"
 
@@ -42,8 +43,8 @@ rule golf_select:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
     params:
         mmff_threshold=config["golf"]["mmff_threshold"],
     script:
@@ -67,9 +68,13 @@ rule golf_train:
         "../envs/nnp.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=scaled(4000),
+        runtime=scaled(120),
         gpu=nnp_gpus(),
+    params:
+        train=train_params(),
+        utd_ratio=config["golf"]["utd_ratio"],
+        budget=golf_budget(config),
     script:
         "../workflow/scripts/golf_train.py"
 
@@ -90,8 +95,8 @@ rule golf_round_stats:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=scaled(1000),
+        runtime=scaled(10),
     params:
         benchmarks=get_round_benchmarks,
     script:

@@ -17,8 +17,8 @@ rule import_data:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=scaled(4000),
+        runtime=scaled(60),
     params:
         elements=config["elements"],
     script:
@@ -38,7 +38,7 @@ rule import_reference:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
     script:
         "../workflow/scripts/import_reference.py"

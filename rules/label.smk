@@ -1,34 +1,36 @@
-# Oracle labelling as scatter/gather: chunk i of N labels rows i, i+N, i+2N, ... of a set, so a
-# cluster runs N Psi4 jobs at once; the gather restores the input's row order.
+# Oracle labelling as scatter/gather: scatter item i-of-N labels rows i-1, i-1+N, ... of a set, so
+# a cluster runs N Psi4 jobs at once (N: config oracle.chunks); the gather restores the input's
+# row order and checks that every chunk was labelled with the same oracle.
 
 
 rule label_chunk:
     input:
         conformers=get_labelling_input,
     output:
-        labels=temp("results/labels/{set}/chunk-{chunk}.h5"),
+        # Kept (not temp): a gather rerun, e.g. for a new oracle.max_force_norm, then needs no
+        # labelling job.
+        labels="results/labels/{set}/chunk-{scatteritem}.h5",
     log:
-        "logs/label/{set}/chunk-{chunk}.log",
+        "logs/label/{set}/chunk-{scatteritem}.log",
     benchmark:
-        "benchmarks/label/{set}/chunk-{chunk}.tsv"
+        "benchmarks/label/{set}/chunk-{scatteritem}.tsv"
     priority: 5  # labels feed the training chain; the oracle optimisations can wait
     conda:
         "../envs/psi4.yaml"
     threads: config["oracle"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: (config["oracle"]["memory_mb"] + 1000) * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=scaled(config["oracle"]["memory_mb"] + 1000),
+        runtime=scaled(120),
     params:
-        oracle=config["oracle"],
+        oracle=oracle_params(),
         split=get_labelling_split,
-        n_chunks=len(CHUNKS),
     script:
         "../workflow/scripts/label_chunk.py"
 
 
 rule gather_labels:
     input:
-        chunks=expand("results/labels/{{set}}/chunk-{chunk}.h5", chunk=CHUNKS),
+        chunks=gather.oracle("results/labels/{{set}}/chunk-{scatteritem}.h5"),
     output:
         labels="results/labels/{set}.h5",
     log:
@@ -39,9 +41,10 @@ rule gather_labels:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
     params:
         max_force_norm=get_max_force_norm,
+        allow_mixed=config["oracle"]["allow_mixed_provenance"],
     script:
         "../workflow/scripts/gather_labels.py"

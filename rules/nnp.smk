@@ -13,8 +13,11 @@ rule train_baseline:
         "../envs/nnp.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=scaled(4000),
+        runtime=scaled(120),
         gpu=nnp_gpus(),
+    params:
+        model=model_params(),
+        train=train_params(),
     script:
         "../workflow/scripts/train_baseline.py"

@@ -7,32 +7,32 @@ rule oracle_optimize:
     input:
         conformers=get_optimisation_input,
     output:
-        trajectories=temp("results/optimisation/{set}/chunk-{chunk}.h5"),
+        # Kept (not temp): a gather rerun, e.g. for a new trajectory budget, needs no oracle job.
+        trajectories="results/optimisation/{set}/chunk-{scatteritem}.h5",
     log:
-        "logs/optimisation/{set}/chunk-{chunk}.log",
+        "logs/optimisation/{set}/chunk-{scatteritem}.log",
     benchmark:
-        "benchmarks/optimisation/{set}/chunk-{chunk}.tsv"
+        "benchmarks/optimisation/{set}/chunk-{scatteritem}.tsv"
     conda:
         "../envs/psi4.yaml"
     threads: config["oracle"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: (config["oracle"]["memory_mb"] + 1000) * attempt,
-        runtime=lambda wc, attempt: 240 * attempt,
+        mem_mb=scaled(config["oracle"]["memory_mb"] + 1000),
+        runtime=scaled(240),
     params:
-        oracle=config["oracle"],
-        optimisation=config["optimisation"],
-        n_chunks=len(CHUNKS),
+        oracle=oracle_params(),
+        fmax=config["optimisation"]["fmax"],
+        max_displacement=config["optimisation"]["max_displacement"],
         split=get_optimisation_split,
-        budget=get_optimisation_budget,
         max_steps=get_optimisation_max_steps,
-        seed=config["golf"]["seed"],
+        traj=get_traj_params,
     script:
         "../workflow/scripts/oracle_optimize.py"
 
 
 rule gather_optimisation:
     input:
-        chunks=expand("results/optimisation/{{set}}/chunk-{chunk}.h5", chunk=CHUNKS),
+        chunks=gather.oracle("results/optimisation/{{set}}/chunk-{scatteritem}.h5"),
     output:
         trajectories="results/optimisation/{set}.h5",
     log:
@@ -43,8 +43,10 @@ rule gather_optimisation:
         "../envs/chem.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
+    params:
+        budget=get_gather_budget,
     script:
         "../workflow/scripts/gather_optimisation.py"
 
@@ -67,8 +69,11 @@ rule train_traj:
         "../envs/nnp.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=scaled(4000),
+        runtime=scaled(120),
         gpu=nnp_gpus(),
+    params:
+        train=train_params(),
+        steps=config["golf"]["utd_ratio"] * max(golf_budget(config), 1),
     script:
         "../workflow/scripts/train_traj.py"

@@ -27,7 +27,10 @@ def test_defaults_are_filled_at_every_level():
         assert section in filled, section
         for key, spec in sub.get("properties", {}).items():
             if "default" in spec:
-                assert filled[section][key] == spec["default"], f"{section}.{key}"
+                if isinstance(spec["default"], dict):  # a nested section: its own defaults are filled in too
+                    assert spec["default"].items() <= filled[section][key].items(), f"{section}.{key}"
+                else:
+                    assert filled[section][key] == spec["default"], f"{section}.{key}"
     assert filled["conformers"]["per_molecule"] == 4
     assert filled["golf"]["mmff_threshold"] == 300
     assert filled["oracle"]["max_force_norm"] == 10.5
@@ -138,3 +141,12 @@ def test_load_non_mapping_and_empty(tmp_path):
 def test_load_a_directory_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError):
         load(tmp_path)
+
+
+def test_validated_config_has_sorted_keys_at_every_level():
+    # Rules pass config sections as params; Snakemake compares their repr, so key order must not
+    # depend on the YAML file's order (a reordered file would rerun every job).
+    a = validate({"train": {"seed": 1, "lr": 0.01}, "golf": {"rounds": 2}})
+    b = validate({"golf": {"rounds": 2}, "train": {"lr": 0.01, "seed": 1}})
+    assert repr(a) == repr(b)
+    assert list(a) == sorted(a) and list(a["train"]) == sorted(a["train"])

@@ -3,18 +3,21 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import REPO, TINY_CONFIG, needs_psi4, snakemake
 
 from golf import data
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # the end-to-end runs; the dry-run tests of reruns are fast
 
 
+@slow
 def test_every_target_exists(tiny_study):
     for path in [
         "results/conformers.h5",
@@ -37,6 +40,7 @@ def test_every_target_exists(tiny_study):
             assert (tiny_study / f"results/report/{plot}.{ext}").stat().st_size > 0
 
 
+@slow
 def test_d0_has_a_row_with_status_for_every_train_conformer(tiny_study):
     conformers = data.read(tiny_study / "results/conformers.h5")
     d0 = data.read(tiny_study / "results/labels/d0.h5")
@@ -51,6 +55,7 @@ def test_d0_has_a_row_with_status_for_every_train_conformer(tiny_study):
     assert d0.attrs["level_of_theory"] == "hf/sto-3g"
 
 
+@slow
 def test_round_selection_accounts_for_every_trajectory(tiny_study):
     trajectories = data.read(tiny_study / "results/rounds/1/trajectories.h5")
     selected = data.read(tiny_study / "results/rounds/1/selected.h5")
@@ -68,6 +73,7 @@ def test_round_selection_accounts_for_every_trajectory(tiny_study):
     assert stats.loc[0, "selected"] == sum(c.status == "unlabelled" for c in selected)
 
 
+@slow
 def test_golf_model_was_trained_on_d0_and_round_labels(tiny_study):
     baseline = torch.load(tiny_study / "results/models/baseline.pt", weights_only=True)
     golf = torch.load(tiny_study / "results/models/golf-1.pt", weights_only=True)
@@ -78,6 +84,7 @@ def test_golf_model_was_trained_on_d0_and_round_labels(tiny_study):
     assert golf["meta"]["data_digest"] != baseline["meta"]["data_digest"]
 
 
+@slow
 def test_report_has_every_model(tiny_study):
     summary = pd.read_csv(tiny_study / "results/report/summary.csv")
     models = set(summary["model"])
@@ -89,11 +96,13 @@ def test_report_has_every_model(tiny_study):
     assert "golf-1" in text and "f_GOLF-10k" in text
 
 
+@slow
 def test_second_run_has_nothing_to_do(tiny_study):
     result = snakemake(tiny_study, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+@slow
 def test_rerun_of_a_round_makes_no_oracle_call(tiny_study, tmp_path):
     """Labels of a round recomputed from scratch (as after a kill) come from the cache."""
     study = tmp_path / "study"
@@ -105,12 +114,14 @@ def test_rerun_of_a_round_makes_no_oracle_call(tiny_study, tmp_path):
     assert labels.attrs["cache_hits"] == sum(c.labelled for c in labels)
 
 
+@slow
 def test_html_report(tiny_study):
     snakemake(tiny_study, "--report", str(tiny_study / "report.html"))
     html = (tiny_study / "report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "summary.md" in html
 
 
+@slow
 def test_golf_inspect_reads_every_intermediate_file(tiny_study):
     files = sorted((tiny_study / "results").rglob("*.h5"))
     files = [f for f in files if "cache" not in f.parts]
@@ -121,6 +132,7 @@ def test_golf_inspect_reads_every_intermediate_file(tiny_study):
     assert result.stdout.count("conformations:") == len(files)
 
 
+@slow
 def test_invalid_config_fails_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY_CONFIG.read_text() + "\ngolf_rounds: 3\n")
@@ -145,12 +157,14 @@ def test_invalid_config_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@slow
 def test_lint_is_clean():
     needs_psi4()
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=REPO)
     assert "Congratulations" in result.stdout + result.stderr, result.stdout[-3000:]
 
 
+@slow
 def test_workflow_runs_on_an_imported_ase_database(tiny_study, tmp_path):
     """The authors' D0 format (ASE SQLite: smiles, data.energy, data.forces, atomrefs) as D0."""
     from ase import Atoms
@@ -190,6 +204,7 @@ def _successful_oracle_calls_in(workdir) -> int:
     return calls - sum(c.status in ORACLE_FAILURES for d in datasets for c in d)
 
 
+@slow
 def test_killed_run_resumes_without_repeating_a_dft_call(tmp_path):
     """Kill the workflow while it labels, run it again: it finishes, and every DFT call of the
     second run is a label the cache did not have (no repeat), and rounds keep their own files."""
@@ -221,3 +236,92 @@ def test_killed_run_resumes_without_repeating_a_dft_call(tmp_path):
     assert calls > 0
     selected = data.read(tmp_path / "results/rounds/1/selected.h5")
     assert {c.props["round"] for c in selected} == {1}
+
+
+# --------------------------------------------------------------------------------------------
+# The config drives reruns: every setting a job's output depends on reaches it as params, so
+# Snakemake's params trigger reruns exactly the jobs a config edit affects. Dry runs only: the
+# study's outputs are empty files Snakemake was told (--touch) are up to date with the tiny config.
+
+
+def _snakemake_with(workdir: Path, configfile: Path, *args: str) -> str:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(configfile), "--config", f"molecules={TINY_CONFIG.parent / 'tiny.smi'}",
+           "--cores", "1", *args]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def _tiny_config_with(tmp_path: Path, name: str, edit) -> Path:
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    edit(config)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _scheduled(workdir: Path, configfile: Path) -> set[str]:
+    """The jobs a dry run schedules, as "rule" or "rule:set" (the set wildcard of labelling and
+    oracle optimisation jobs)."""
+    jobs, rule = set(), None
+    for line in _snakemake_with(workdir, configfile, "-n").splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            rule = line.split()[1].rstrip(":")
+            jobs.add(rule)
+        elif rule and line.strip().startswith("wildcards:"):
+            wildcards = dict(w.split("=", 1) for w in line.split(":", 1)[1].strip().split(", "))
+            if "set" in wildcards:
+                jobs.add(f"{rule}:{wildcards['set']}")
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def touched_study(tmp_path_factory) -> Path:
+    """Every output of the tiny study as an empty file, recorded as made with the tiny config."""
+    workdir = tmp_path_factory.mktemp("touched-study")
+    summary = _snakemake_with(workdir, TINY_CONFIG, "--summary")
+    outputs = [line.split("\t")[0] for line in summary.splitlines() if "\t" in line][1:]
+    assert "results/models/baseline.pt" in outputs and "results/labels/d0.h5" in outputs
+    for output in outputs:
+        (workdir / output).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / output).touch()
+    _snakemake_with(workdir, TINY_CONFIG, "--touch", "--forceall")
+    assert "Nothing to be done" in _snakemake_with(workdir, TINY_CONFIG, "-n")
+    return workdir
+
+
+def test_training_key_reruns_training_and_downstream_only(touched_study, tmp_path):
+    config = _tiny_config_with(tmp_path, "lr", lambda c: c["train"].update(lr=5e-4))
+    jobs = _scheduled(touched_study, config)
+    assert {"train_baseline", "golf_train", "train_traj", "golf_optimize", "report"} <= jobs
+    assert {"label_chunk:round-1", "label_chunk:eval-baseline"} <= jobs  # downstream of the new model
+    # Not the conformers, D0's labels, the reference minima or the DFT trajectories.
+    untouched = {"conformers", "label_chunk:d0", "gather_labels:d0", "oracle_optimize:reference",
+                 "oracle_optimize:traj", "gather_optimisation:reference", "gather_optimisation:traj"}  # fmt: skip
+    assert not jobs & untouched, jobs & untouched
+    assert "label_chunk:eval-mmff" not in jobs  # MMFF's evaluation has no model
+
+
+def test_gather_filter_reruns_the_gather_not_the_oracle(touched_study, tmp_path):
+    config = _tiny_config_with(tmp_path, "force", lambda c: c["oracle"].update(max_force_norm=5.0))
+    jobs = _scheduled(touched_study, config)
+    assert "gather_labels:d0" in jobs and "train_baseline" in jobs
+    assert "label_chunk:d0" not in jobs and "conformers" not in jobs
+
+
+def test_golf_selection_key_leaves_the_baseline_alone(touched_study, tmp_path):
+    config = _tiny_config_with(tmp_path, "mmff", lambda c: c["golf"].update(mmff_threshold=0.5))
+    jobs = _scheduled(touched_study, config)
+    assert {"golf_optimize", "golf_select", "golf_train", "label_chunk:round-1"} <= jobs
+    assert not jobs & {"train_baseline", "train_traj", "label_chunk:d0", "label_chunk:eval-baseline"}
+
+
+def test_reordered_config_keys_rerun_nothing(touched_study, tmp_path):
+    def reverse(config):
+        for key in list(config):
+            value = config.pop(key)
+            config[key] = dict(reversed(value.items())) if isinstance(value, dict) else value
+
+    config = _tiny_config_with(tmp_path, "reordered", reverse)
+    assert "Nothing to be done" in _snakemake_with(touched_study, config, "-n")

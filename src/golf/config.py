@@ -64,7 +64,18 @@ def validate(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
         )
     if config["data"]["test_minima"] and not config["data"]["test"]:
         raise ConfigError("config key 'data.test_minima' needs 'data.test': the minima come from the test file")
-    return config
+    return _sorted_keys(config)
+
+
+def _sorted_keys(value):
+    """Mappings with their keys in sorted order, recursively. Rules pass config sections as
+    ``params``, and Snakemake compares params by their repr: without this, reordering keys in a
+    YAML file (or a default filled in) would rerun every job."""
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def load(path: str | Path) -> dict:

@@ -41,14 +41,21 @@ class _Budget:
         self.left = total
         self._lock = threading.Lock()
 
-    def take(self) -> bool:
+    def take(self, strict: bool = True) -> bool:
+        """Spend one call; False (nothing spent) when none is left and ``strict``. Not strict:
+        the call is spent anyway, so a started trajectory can run to its end."""
         with self._lock:
             if self.left is None:
                 return True
-            if self.left <= 0:
+            if strict and self.left <= 0:
                 return False
             self.left -= 1
             return True
+
+    @property
+    def spent(self) -> bool:
+        with self._lock:
+            return self.left is not None and self.left <= 0
 
 
 def optimise_one(
@@ -62,6 +69,7 @@ def optimise_one(
     max_steps: int,
     max_displacement: float,
     budget: _Budget,
+    whole: bool = False,
 ) -> list[Conformer]:
     """Frames of one oracle optimisation. ``fmax`` in Hartree/Angstrom; frame 0 is the start."""
     from ase import Atoms
@@ -77,7 +85,7 @@ def optimise_one(
             super().calculate(atoms, properties, system_changes)
             step = len(frames)
             # Frame 0 repeats a label D0 or the reference already has (a cache hit): it is free.
-            if step > 0 and not budget.take():
+            if step > 0 and not budget.take(strict=not whole):
                 raise _Stop("budget")
             positions = self.atoms.get_positions()
             result = oracle.gradient(conformer.species, positions, charge, multiplicity)
@@ -121,20 +129,24 @@ def optimise_dataset(
     max_steps: int,
     max_displacement: float = 0.2,
     budget: int | None = None,
+    whole_trajectories: bool = False,
     workers: int = 1,
     order: list[int] | None = None,
 ) -> Dataset:
     """Oracle optimisations of the conformers of ``dataset`` (in ``order``), all frames kept.
 
     ``budget`` caps the oracle calls of steps >= 1 over all trajectories (the trajectory
-    baseline's k); trajectories are started in ``order`` until it is spent. ``workers``
-    trajectories run at once (the oracle needs as many workers).
+    baseline's k); trajectories are started in ``order`` until it is spent. With
+    ``whole_trajectories`` a started trajectory runs to its end (the budget only stops new
+    starts), so a scattered chunk never cuts one; :func:`gather_trajectories` then trims the
+    gathered set to the budget. ``workers`` trajectories run at once (the oracle needs as many
+    workers). Each frame's ``rank`` property is its trajectory's position in ``order``.
     """
     order = list(range(len(dataset))) if order is None else list(order)
     shared = _Budget(budget)
 
     def run(row: int) -> list[Conformer]:
-        if shared.left is not None and shared.left <= 0:
+        if shared.spent:
             return []
         c = dataset.conformers[row]
         mol = dataset.molecules[c.molecule_id]
@@ -148,11 +160,14 @@ def optimise_dataset(
             max_steps=max_steps,
             max_displacement=max_displacement,
             budget=shared,
+            whole=whole_trajectories,
         )
 
     out = Dataset(dict(dataset.molecules), [], dict(dataset.attrs))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, frames in enumerate(pool.map(run, order)):
+            for frame in frames:
+                frame.props["rank"] = i
             out.conformers.extend(frames)
             if frames:
                 end = frames[-1].props["end"]
@@ -165,6 +180,48 @@ def optimise_dataset(
                     frames[-1].energy,
                 )
     return out
+
+
+def gather_trajectories(chunks: list[Dataset], budget: int | None = None) -> Dataset:
+    """One set of trajectories from scattered chunks, ordered by (traj, step).
+
+    With ``budget`` (the trajectory baseline's k, counted once over all chunks): whole
+    trajectories are kept in the order of their ``rank`` property (the position in the seeded
+    start order) while fewer than ``budget`` calls are used, the last kept one trimmed so that
+    exactly ``budget`` oracle calls (steps >= 1) remain, unless the chunks made fewer.
+    ``oracle_calls`` stays what the chunks paid; ``budget_calls`` is what is kept.
+    """
+    from golf.data import concat
+
+    attrs = dict(chunks[0].attrs) if chunks else {}
+    attrs["oracle_calls"] = sum(int(c.attrs.get("oracle_calls", 0)) for c in chunks)
+    merged = concat(chunks, attrs=attrs)
+    by_traj: dict[int, list[Conformer]] = {}
+    for c in merged.conformers:
+        by_traj.setdefault(int(c.props["traj"]), []).append(c)
+    kept: list[Conformer] = []
+    used = 0
+    for traj in sorted(by_traj, key=lambda t: (by_traj[t][0].props.get("rank", t), t)):
+        frames = sorted(by_traj[traj], key=lambda c: c.props["step"])
+        if budget is not None:
+            if used >= budget:
+                break
+            calls = sum(1 for c in frames if c.props["step"] >= 1)
+            if used + calls > budget:
+                frames = frames[: budget - used + 1]  # frame 0 is free
+                frames[-1].props["end"] = END_LIMIT
+                calls = budget - used
+            used += calls
+        kept.extend(frames)
+    kept.sort(key=lambda c: (c.props["traj"], c.props["step"]))
+    merged.conformers = kept
+    if budget is not None:
+        merged.attrs["budget_calls"] = used
+        log.info(
+            "kept %d trajectories, %d of the budget's %d calls (%d paid)", len({c.props["traj"] for c in kept}),
+            used, budget, attrs["oracle_calls"],
+        )  # fmt: skip
+    return merged
 
 
 def extra_frames(trajectories: Dataset) -> Dataset:

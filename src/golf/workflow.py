@@ -56,14 +56,21 @@ def oracle_provenance(oracle) -> dict:
 
 
 def new_model(config: dict, d0):
-    """An untrained NNP sized by the config, self energies fitted on D0 (residual learning)."""
+    """An untrained NNP of the config's ``nnp.architecture``, self energies fitted on D0 (residual
+    learning). ``config`` is config-shaped: keys ``nnp``, ``elements``, ``oracle``, ``train``."""
     from golf import nnp
 
     hp = config["nnp"]
     elements = config["elements"]
+    common = {
+        "self_energies": nnp.fit_self_energies(d0, elements),
+        "level_of_theory": f"{config['oracle']['method']}/{config['oracle']['basis']}",
+        "seed": config["train"]["seed"],
+    }
+    if hp.get("architecture", "ani") == "painn":
+        return nnp.build_painn(elements, **common, **hp["painn"])
     return nnp.build_model(
         elements,
-        self_energies=nnp.fit_self_energies(d0, elements),
         radial_cutoff=hp["radial_cutoff"],
         angular_cutoff=hp["angular_cutoff"],
         radial_shifts=hp["radial_shifts"],
@@ -71,16 +78,16 @@ def new_model(config: dict, d0):
         sections=hp["sections"],
         layer_dims=tuple(hp["layers"]),
         ensemble_size=hp["ensemble_size"],
-        level_of_theory=f"{config['oracle']['method']}/{config['oracle']['basis']}",
-        seed=config["train"]["seed"],
+        **common,
     )
 
 
-def train_settings(config: dict, steps: int, schedule_start: int = 0, schedule_total: int | None = None):
-    """TrainSettings from the config's ``train`` mapping, for a given number of gradient steps."""
+def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_total: int | None = None):
+    """TrainSettings from a rule's ``train`` params (keys ``train``, ``device``,
+    ``initial_conf_pct``: rules/common.smk ``train_params``) for a number of gradient steps."""
     from golf.train import TrainSettings
 
-    t = config["train"]
+    t = params["train"]
     return TrainSettings(
         steps=steps,
         batch_size=t["batch_size"],
@@ -89,20 +96,28 @@ def train_settings(config: dict, steps: int, schedule_start: int = 0, schedule_t
         rho=t["rho"],
         grad_clip=t["grad_clip"],
         val_fraction=t["val_fraction"],
-        initial_conf_pct=config["golf"]["initial_conf_pct"],
+        initial_conf_pct=params["initial_conf_pct"],
         eval_every=max(1, steps // 20),
         seed=t["seed"],
-        device=config["nnp"]["device"],
+        device=params["device"],
         schedule_start=schedule_start,
         schedule_total=schedule_total,
     )
 
 
-def validation_molecules(config: dict, d0) -> set[int]:
+def validation_molecules(validation: dict, d0) -> set[int]:
     """D0 molecules that training holds out for validation (the same seeded split as
-    :func:`golf.train.train`). GOLF and trajectory starts avoid them: labels of these molecules
-    would never be trained on, yet would count as extra oracle calls."""
+    :func:`golf.train.train`; ``validation`` holds train.val_fraction and train.seed). GOLF and
+    trajectory starts avoid them: labels of these molecules would never be trained on, yet would
+    count as extra oracle calls."""
     from golf.train import split_molecules
 
-    t = config["train"]
-    return split_molecules([c.molecule_id for c in d0.labelled()], t["val_fraction"], t["seed"])
+    return split_molecules([c.molecule_id for c in d0.labelled()], validation["val_fraction"], validation["seed"])
+
+
+def scatter_item(item: str) -> tuple[int, int]:
+    """(0-based index, count) of a Snakemake scatter item such as "2-of-4"."""
+    index, sep, count = item.partition("-of-")
+    if not sep or not index.isdigit() or not count.isdigit() or not 1 <= int(index) <= int(count):
+        raise ValueError(f"scatter item {item!r} is not of the form i-of-N with 1 <= i <= N")
+    return int(index) - 1, int(count)

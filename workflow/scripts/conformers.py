@@ -1,10 +1,5 @@
 """Rule conformers: molecule list -> RDKit conformers (train and test split) in HDF5."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 from golf import conformers, data
 from golf.workflow import log_to
 
@@ -23,5 +18,5 @@ dataset = conformers.generate_conformers(
     rmsd_threshold=settings["rmsd_threshold"],
     skipped=skipped,
 )
-dataset.attrs.update(kind="conformers", config_digest=data.config_digest(snakemake.config))
+dataset.attrs.update(kind="conformers", config_digest=data.config_digest(dict(snakemake.params)))
 data.write(snakemake.output.conformers, dataset)

@@ -1,10 +1,5 @@
 """Rule eval_optimize: a model's optimisation of every test conformation, frames at the eval steps."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 import torch
 
 from golf import data, evaluate, nnp

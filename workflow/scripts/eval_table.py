@@ -1,10 +1,5 @@
 """Rule eval_table: oracle-labelled evaluation frames -> the per-step table of golf.metrics."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 from golf import data, evaluate
 from golf.workflow import log_to
 

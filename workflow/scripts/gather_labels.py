@@ -1,10 +1,5 @@
 """Rule gather_labels: the labelled chunks of a set, back in input order, force-norm filter applied."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 from golf import data
 from golf.labels import gather
 from golf.workflow import log_to
@@ -12,5 +7,5 @@ from golf.workflow import log_to
 log_to(snakemake.log[0])
 chunks = [data.read(path) for path in snakemake.input.chunks]
 labels = gather(chunks, max_force_norm=snakemake.params.max_force_norm)
-labels.attrs["config_digest"] = data.config_digest(snakemake.config)
+labels.attrs["config_digest"] = data.config_digest(dict(snakemake.params))
 data.write(snakemake.output.labels, labels)

@@ -1,10 +1,5 @@
 """Rule golf_optimize: a GOLF round's NNP trajectories with the MMFF stop, every frame kept."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 import torch
 
 from golf import data, nnp
@@ -27,7 +22,7 @@ trajectories = run_golf_trajectories(
     seed=golf["seed"] * 1000 + r,  # a different, reproducible start sample every round
     round_index=r,
     max_displacement=golf["max_displacement"],
-    exclude_molecules=validation_molecules(snakemake.config, d0),
+    exclude_molecules=validation_molecules(snakemake.params.validation, d0),
 )
-trajectories.attrs["config_digest"] = data.config_digest(snakemake.config)
+trajectories.attrs["config_digest"] = data.config_digest(dict(snakemake.params))
 data.write(snakemake.output.trajectories, trajectories)

@@ -1,10 +1,5 @@
 """Rule golf_round_stats: one CSV row describing a GOLF round."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 from golf import data
 from golf.rounds import round_stats
 from golf.workflow import log_to

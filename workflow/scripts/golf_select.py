@@ -1,10 +1,5 @@
 """Rule golf_select: the conformation of each trajectory that goes to the oracle, or its skip."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 from golf import data
 from golf.select import select_from_trajectories
 from golf.workflow import log_to

@@ -5,30 +5,24 @@ batch takes golf.initial_conf_pct of its conformations from D0 (golf-paper.md §
 share one cosine schedule over the whole budget, U x rounds x per_round steps.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 import torch
 
 from golf import data, nnp, train
-from golf.config import golf_budget
 from golf.workflow import log_to, train_settings
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-config = snakemake.config
+params = snakemake.params
 d0 = data.read(snakemake.input.d0)
 rounds = [data.read(path) for path in snakemake.input.labels]
 new = data.concat(rounds)
 added = sum(c.labelled for c in rounds[-1].conformers)
-u = config["golf"]["utd_ratio"]
+u = params.utd_ratio
 settings = train_settings(
-    config,
+    params.train,
     steps=u * max(added, 1),
     schedule_start=u * sum(c.labelled for r in rounds[:-1] for c in r.conformers),
-    schedule_total=u * golf_budget(config),
+    schedule_total=u * params.budget,
 )
 model = nnp.load_model(snakemake.input.model)
 result = train.train(model, d0, new, settings, metrics_csv=snakemake.output.metrics)

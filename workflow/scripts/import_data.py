@@ -1,9 +1,6 @@
 """Rule import_data: a user's D0 or test set (ASE db, extxyz, SDF, XYZ, our HDF5) as our HDF5."""
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
 from golf import data
 from golf.formats import import_file

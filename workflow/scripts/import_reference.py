@@ -1,10 +1,5 @@
 """Rule import_reference: oracle minima energies taken from the test file (property e_opt)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-
 from golf import data
 from golf.oracle_optimize import reference_from_known_minima
 from golf.workflow import log_to

@@ -1,17 +1,12 @@
-"""Rule label_chunk: oracle labels for rows chunk, chunk + N, ... of a set of conformations."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+"""Rule label_chunk: oracle labels for rows i, i + N, ... of a set (scatter item i+1-of-N)."""
 
 from golf import data
 from golf.labels import label_pending
 from golf.oracle import Oracle
-from golf.workflow import log_to, oracle_provenance, oracle_settings
+from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item
 
 log_to(snakemake.log[0])
-chunk, n_chunks = int(snakemake.wildcards.chunk), snakemake.params.n_chunks
+chunk, n_chunks = scatter_item(snakemake.wildcards.scatteritem)
 conformations = data.read(snakemake.input.conformers)
 if snakemake.params.split:
     conformations = conformations.split(snakemake.params.split)

@@ -1,9 +1,6 @@
 """Rule report: the study's Table 2, per-step metrics and plots (results/report/)."""
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 
 from golf.studyreport import build_report
 from golf.workflow import log_to
