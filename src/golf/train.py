@@ -353,6 +353,9 @@ def _next_batch(rng: np.random.Generator, pools: _Pools, settings: TrainSettings
     return tuple(torch.cat(columns) for columns in zip(*gathered, strict=True))
 
 
+ACCUMULATORS = ("loss", "e_abs", "f_abs", "n_comp", "n")  # the training-error sums of a metrics row
+
+
 @dataclass
 class _Run:
     """All mutable state of one training run, created in one place (:meth:`fresh`), saved whole
@@ -380,9 +383,6 @@ class _Run:
         zero = torch.zeros((), dtype=torch.float64, device=device)
         acc = {k: zero.clone() for k in ACCUMULATORS}
         return cls(model, params, optimizer, scheduler, np.random.default_rng([settings.seed, 0xBA7C4]), acc=acc)
-
-
-ACCUMULATORS = ("loss", "e_abs", "f_abs", "n_comp", "n")
 
 
 def _train_step(run: _Run, batch: tuple[Tensor, ...], settings: TrainSettings) -> None:
@@ -465,7 +465,7 @@ class _MetricsCSV:
 CHECKPOINT_FORMAT = 1
 
 
-def run_digest(model: NNP, settings: TrainSettings, data_digest: str) -> str:
+def _run_digest(model: NNP, settings: TrainSettings, data_digest: str) -> str:
     """What a training checkpoint belongs to: the starting model, the settings (but the device) and the data.
 
     The device is left out so that a job retried on another node resumes; the result is then
@@ -625,7 +625,7 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     digest = ""
     if ckpt_path is not None:
-        digest = run_digest(model, settings, data_digest)
+        digest = _run_digest(model, settings, data_digest)
         run = _resume(run, model, settings, device, ckpt_path, digest)
 
     start_time = time.perf_counter() - run.elapsed_before
