@@ -635,7 +635,11 @@ def summarise(
     for k, g in finals.groupby(keys, sort=False, dropna=False):
         group = dict(zip(keys, k, strict=True))
         model = str(group["model"])
-        own = geoms.get((str(group["protocol"]), model, _seed_key(group.get("seed"))), geoms.get(model))
+        seed = _seed_key(group.get("seed"))
+        own = geoms.get((str(group["protocol"]), model, seed))
+        if own is None and model in NON_NEURAL:  # their geometries do not depend on the protocol
+            own = geoms.get((PAPER_PROTOCOL, model, seed))
+        own = geoms.get(model) if own is None else own
         if reference_geoms is not None and own is not None:
             cm = _coverage_detail(own, reference_geoms, delta, heavy_atoms)
         else:

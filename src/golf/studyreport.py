@@ -1,13 +1,25 @@
-"""The report rule's work: read every model's evaluation, compute the metrics, write the report."""
+"""The report rule's work: read every model's evaluation, compute the metrics, write the report.
+
+Contract with the evaluation (so the report can tell repeats and protocols apart):
+
+- per-step CSVs: the columns of ``golf.metrics``; optional ``protocol`` ("paper", or e.g.
+  "capped-0.02" for a step-capped row set; absent = "paper") and ``seed`` (absent = one seed).
+- evaluation label files: file attributes ``model`` and, optionally, ``protocol`` and ``seed``,
+  the same values as in the CSV rows, so final geometries (COV/MAT) match their rows.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from golf import data, evaluate, metrics, report
+from golf.data import Dataset
+
+log = logging.getLogger(__name__)
 
 
 def extra_oracle_calls(round_labels, traj, traj_models) -> dict[str, float]:
@@ -26,14 +38,65 @@ def extra_oracle_calls(round_labels, traj, traj_models) -> dict[str, float]:
     return calls
 
 
+_END_REASON = {0: "stopped at the step limit", -1: "oracle failure"}
+
+
+def unconverged_references(reference: Dataset) -> pd.DataFrame:
+    """Test conformations whose reference optimisation gives no minimum: one row each with
+    molecule_id, conformer_id, smiles, name, the reason and the number of frames.
+
+    ``evaluate.test_set`` leaves them out of every evaluation (a non-minimum reference would
+    make pct too high and E_res too small); this lists them so the report can say which.
+    """
+    from golf.oracle_optimize import END_CONVERGED, final_frames, start_frames
+
+    starts, finals = start_frames(reference), final_frames(reference)
+    n_frames: dict[int, int] = {}
+    for c in reference.conformers:
+        n_frames[c.props["traj"]] = n_frames.get(c.props["traj"], 0) + 1
+    rows = []
+    for traj, start in sorted(starts.items()):
+        final = finals.get(traj)
+        if not start.labelled:
+            reason = f"start not labelled ({start.status})"
+        elif final is None:
+            reason = "no labelled frame"
+        elif final.props["end"] != END_CONVERGED:
+            reason = _END_REASON.get(int(final.props["end"]), f"end code {final.props['end']}")
+        else:
+            continue
+        mol = reference.molecules[start.molecule_id]
+        rows.append(
+            {
+                "molecule_id": start.molecule_id,
+                "conformer_id": start.conformer_id,
+                "smiles": mol.smiles,
+                "name": mol.name,
+                "reason": reason,
+                "frames": n_frames[traj],
+            }
+        )
+    return pd.DataFrame(rows, columns=["molecule_id", "conformer_id", "smiles", "name", "reason", "frames"])
+
+
+def _group_of(frames: Dataset) -> tuple[str, str, float | None]:
+    """(protocol, model, seed) of an evaluation label file, from its attributes."""
+    seed = frames.attrs.get("seed")
+    protocol = frames.attrs.get("protocol") or metrics.PAPER_PROTOCOL
+    return str(protocol), str(frames.attrs["model"]), None if seed is None or pd.isna(seed) else float(seed)
+
+
 def build_report(
     per_step_csvs, eval_labels, round_labels, traj, reference, evaluation: dict, settings: dict, outdir
 ) -> None:
-    """summary.md, summary.csv, steps.csv and the plots in ``outdir``."""
+    """summary.md, summary.csv, steps.csv, paired.csv, unconverged_references.csv and the plots
+    in ``outdir``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     final_step = evaluation["timelimit"]
-    starts, minima = evaluate.test_set(data.read(reference))
+    reference_set = data.read(reference)
+    starts, minima = evaluate.test_set(reference_set)
+    unconverged = unconverged_references(reference_set)
     per_step = pd.concat(
         [pd.read_csv(path) for path in per_step_csvs] + [evaluate.oracle_table(starts, minima, final_step)],
         ignore_index=True,
@@ -41,10 +104,10 @@ def build_report(
     final_geoms = {}
     for path in eval_labels:
         frames = data.read(path)
-        model = frames.attrs["model"]
+        group = _group_of(frames)
         for c in frames:
             if c.props["step"] == final_step and c.labelled:
-                final_geoms[(model, c.molecule_id, c.conformer_id)] = (frames.smiles(c), c.coordinates)
+                final_geoms[(*group, c.molecule_id, c.conformer_id)] = (frames.smiles(c), c.coordinates)
     # Minima read from a test file have energies only (NaN coordinates): no COV/MAT for them.
     reference_geoms = {
         (c.molecule_id, c.conformer_id): (starts.smiles(c), c.coordinates)
@@ -52,7 +115,7 @@ def build_report(
         if np.isfinite(c.coordinates).all()
     }
     for (mid, cid), geom in reference_geoms.items():
-        final_geoms[("oracle", mid, cid)] = geom
+        final_geoms[("oracle", mid, cid)] = geom  # every protocol: the oracle's rows do not depend on it
 
     traj_models = [m for m in per_step["model"].unique() if m.startswith("traj-")]
     extra_calls = extra_oracle_calls(round_labels, traj, traj_models)
@@ -72,4 +135,7 @@ def build_report(
     finals = metrics.final_conformations(per_step, final_step)
     summary.to_csv(outdir / "summary.csv", index=False)
     steps.to_csv(outdir / "steps.csv", index=False)
-    report.write_report(summary, steps, finals, outdir, settings)
+    unconverged.to_csv(outdir / "unconverged_references.csv", index=False)
+    if len(unconverged):
+        log.warning("%d test conformations have no converged reference (listed in the report)", len(unconverged))
+    report.write_report(summary, steps, finals, outdir, settings, unconverged=unconverged)
