@@ -1,12 +1,14 @@
 """Evaluation of a model against the oracle's minima (paper §6; golf-paper.md §6.1).
 
-Each test conformation is optimised with the model and the batched L-BFGS for T steps, exactly as
-in training but without the MMFF stop; the geometries at the configured steps get oracle single
-points (through the label cache). The non-neural row "mmff" optimises with RDKit MMFF instead and
-is evaluated at its final geometry only.
+Each test conformation is optimised with the model and the batched L-BFGS for exactly T steps
+(the paper's protocol: torch.optim.LBFGS, lr 1, max_iter 5, history 100, no cap, no early stop);
+the geometries at the configured steps get oracle single points (through the label cache). A
+capped evaluation (``max_displacement``) is a second protocol, named by :func:`protocol_name`
+("capped-0.02"), and every row of its table says so in the ``protocol`` column. The non-neural
+row "mmff" optimises with RDKit MMFF instead and is evaluated at its final geometry only.
 
-The result is a long table, one row per (model, molecule_id, conformer_id, step), in the column
-contract of :mod:`golf.metrics`, and the evaluated frames as a dataset.
+The result is a long table, one row per (model, protocol, molecule_id, conformer_id, step), in the
+column contract of :mod:`golf.metrics`, and the evaluated frames as a dataset.
 """
 
 from __future__ import annotations
@@ -17,13 +19,22 @@ import numpy as np
 import pandas as pd
 
 from golf.data import Conformer, Dataset
-from golf.metrics import REQUIRED_COLUMNS
+from golf.metrics import PAPER_PROTOCOL, REQUIRED_COLUMNS
 from golf.oracle_optimize import END_CONVERGED, final_frames, start_frames
 from golf.surrogate import SurrogateError, SurrogatePool
 
 log = logging.getLogger(__name__)
 
-COLUMNS = list(REQUIRED_COLUMNS)  # the per-step table is golf.metrics' input
+COLUMNS = [*REQUIRED_COLUMNS, "protocol"]  # the per-step table is golf.metrics' input
+
+
+def protocol_name(max_displacement: float | None) -> str:
+    """ "paper" for the paper's L-BFGS, "capped-<Angstrom>" for one with a step cap."""
+    if max_displacement is None:
+        return PAPER_PROTOCOL
+    if not max_displacement > 0:
+        raise ValueError(f"max_displacement must be > 0 Angstrom or None, got {max_displacement}")
+    return f"capped-{max_displacement:g}"
 
 
 def test_set(reference: Dataset) -> tuple[Dataset, dict[int, Conformer]]:
@@ -49,28 +60,31 @@ def nnp_frames(
     max_displacement: float | None = None,
 ) -> Dataset:
     """Model-optimised geometries of every start at ``steps`` (and step 0), with NNP energies/forces.
-    ``max_displacement`` must be the GOLF rounds' setting: evaluation optimises as training did."""
-    import torch
 
+    Every finite trajectory runs exactly ``timelimit`` steps (no stop on a force criterion, as
+    in the paper's evaluation). ``max_displacement`` None is the paper's protocol; a cap gives the
+    "capped-..." protocol, recorded in the returned dataset's ``attrs["protocol"]``.
+    """
     from golf.optimize import optimize
 
+    protocol = protocol_name(max_displacement)
     trajectories = optimize(
         model.energies_forces,
         [c.species for c in starts],
         [c.coordinates for c in starts],
         steps=timelimit,
         batch_size=batch_size,
+        exact_steps=True,
         progress=True,
-        dtype=torch.float32,
         device=model.device,
         max_displacement=max_displacement,
     )
-    out = Dataset(dict(starts.molecules), [], {})
+    out = Dataset(dict(starts.molecules), [], {"protocol": protocol})
     for start, trajectory in zip(starts, trajectories, strict=True):
         last = trajectory.positions.shape[0] - 1
         for step in [0, *steps]:
-            # A converged trajectory stops early; later steps would not move it.
-            reached = step <= last or trajectory.status == "converged"
+            # only a non-finite trajectory ends before timelimit: its later steps were never reached
+            reached = step <= last
             at = min(step, last)
             positions = trajectory.positions[at]
             ok = reached and bool(np.isfinite(positions).all())
@@ -117,8 +131,19 @@ def mmff_frames(starts: Dataset, timelimit: int, max_iters: int = 2000) -> Datas
     return out
 
 
-def per_step_table(model_name: str, frames: Dataset, starts: Dataset, minima: dict[int, Conformer]) -> pd.DataFrame:
-    """The long table of :mod:`golf.metrics` from labelled frames."""
+def per_step_table(
+    model_name: str,
+    frames: Dataset,
+    starts: Dataset,
+    minima: dict[int, Conformer],
+    protocol: str | None = None,
+) -> pd.DataFrame:
+    """The long table of :mod:`golf.metrics` from labelled frames.
+
+    ``protocol``: how the frames were optimised; default ``frames.attrs["protocol"]`` as written by
+    :func:`nnp_frames`, else "paper" (MMFF rows, which do not depend on it).
+    """
+    protocol = protocol or frames.attrs.get("protocol") or PAPER_PROTOCOL
     start_energy = {c.props["traj"]: c.energy for c in starts}
     rows = []
     for c in frames:
@@ -139,6 +164,7 @@ def per_step_table(model_name: str, frames: Dataset, starts: Dataset, minima: di
                 "e_opt": minima[traj].energy,
                 "e_nnp": c.props.get("nnp_energy", np.nan),
                 "force_err": force_err,
+                "protocol": protocol,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -162,6 +188,7 @@ def oracle_table(starts: Dataset, minima: dict[int, Conformer], final_step: int)
                     "e_opt": e_opt,
                     "e_nnp": np.nan,
                     "force_err": np.nan,
+                    "protocol": PAPER_PROTOCOL,  # the oracle's rows do not depend on the NNP's protocol
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
