@@ -75,3 +75,28 @@ def test_periodic_atoms_are_refused(model):
     atoms.calc = NNPCalculator(model)
     with pytest.raises(ValueError, match="periodic"):
         atoms.get_potential_energy()
+
+
+def test_optimizer_settings_travel_in_the_checkpoint(model, tmp_path):
+    """A cap recorded in meta["optimizer"] is what the calculator's optimiser uses unless told otherwise."""
+    from golf.optimize import optimizer_meta
+
+    model.meta["optimizer"] = optimizer_meta(max_displacement=0.01)
+    try:
+        save_model(tmp_path / "capped.pt", model)
+    finally:
+        del model.meta["optimizer"]
+    calc = NNPCalculator(str(tmp_path / "capped.pt"))
+    assert calc.optimizer_settings["max_displacement"] == 0.01
+    assert NNPCalculator(model).optimizer_settings == {}  # nothing recorded: the paper's L-BFGS
+    atoms = _atoms("OCC=O", seed=2)
+    start = atoms.positions.copy()
+    trajectory = calc.optimize(atoms, steps=4, exact_steps=True)
+    assert trajectory.n_steps == 4 and trajectory.status in {"converged", "step_limit", "broken", "fragmented"}
+    steps = np.linalg.norm(np.diff(trajectory.positions, axis=0), axis=2).max(axis=1)
+    assert steps.max() <= 0.01 + 1e-9  # the checkpoint's cap
+    np.testing.assert_allclose(atoms.positions, trajectory.positions[-1])
+    assert np.abs(atoms.positions - start).max() > 0
+    free = atoms.copy()
+    uncapped = calc.optimize(free, steps=4, exact_steps=True, max_displacement=None)  # told otherwise
+    assert np.linalg.norm(np.diff(uncapped.positions, axis=0), axis=2).max() > 0.01

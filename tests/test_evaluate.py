@@ -50,3 +50,46 @@ def test_mmff_frames_start_and_minimum():
     assert [c.props["step"] for c in frames] == [0, 100]
     oh = np.linalg.norm(frames.conformers[1].coordinates[1] - frames.conformers[1].coordinates[0])
     assert 0.94 < oh < 0.99  # MMFF's O-H bond, not the start's
+
+
+def test_protocol_names():
+    assert evaluate.protocol_name(None) == "paper"
+    assert evaluate.protocol_name(0.02) == "capped-0.02"
+    with pytest.raises(ValueError, match="max_displacement"):
+        evaluate.protocol_name(0.0)
+
+
+def test_per_step_table_protocol_column():
+    starts, minima = evaluate.test_set(_reference())
+    frames = data.Dataset(dict(starts.molecules))
+    frames.conformers = [_frame(0, 0, -74.90, 0), _frame(0, 5, -74.93, 0)]
+    assert "protocol" in evaluate.COLUMNS
+    assert set(evaluate.per_step_table("golf-1", frames, starts, minima)["protocol"]) == {"paper"}
+    frames.attrs["protocol"] = "capped-0.02"  # as nnp_frames records it
+    assert set(evaluate.per_step_table("golf-1", frames, starts, minima)["protocol"]) == {"capped-0.02"}
+    assert set(evaluate.oracle_table(starts, minima, 10)["protocol"]) == {"paper"}
+
+
+@pytest.fixture(scope="module")
+def water_model():
+    import torch
+
+    from golf.nnp import build_model
+
+    return build_model(["H", "O"], self_energies="zero", layer_dims=(8,), seed=0).to(torch.float32)
+
+
+@pytest.mark.parametrize("max_displacement, protocol", [(None, "paper"), (0.01, "capped-0.01")])
+def test_nnp_frames_run_exactly_t_steps(water_model, max_displacement, protocol):
+    starts, _ = evaluate.test_set(_reference())
+    frames = evaluate.nnp_frames(water_model, starts, timelimit=6, steps=[3, 6], batch_size=4,
+                                 max_displacement=max_displacement)  # fmt: skip
+    assert frames.attrs["protocol"] == protocol
+    assert [c.props["step"] for c in frames] == [0, 3, 6]
+    assert [c.status for c in frames] == ["unlabelled"] * 3
+    np.testing.assert_array_equal(frames.conformers[0].coordinates, starts.conformers[0].coordinates)
+    moved = np.abs(frames.conformers[2].coordinates - starts.conformers[0].coordinates).max()
+    assert moved > 0
+    if max_displacement is not None:
+        per_atom = np.linalg.norm(frames.conformers[2].coordinates - starts.conformers[0].coordinates, axis=1)
+        assert per_atom.max() <= 6 * max_displacement + 1e-9

@@ -56,22 +56,19 @@ class NNPCalculator(Calculator):
         entries of :attr:`optimizer_settings` (e.g. ``max_displacement=None`` for the paper's
         L-BFGS). Returns the :class:`golf.optimize.Trajectory` (Hartree units, honest status).
         """
-        from golf.optimize import optimize
+        from golf.optimize import optimize_with_model
 
         if atoms.pbc.any():
             raise ValueError("NNPCalculator handles molecules only (no periodic boundaries)")
-        settings = {**self.optimizer_settings, **overrides}
-        settings = {k: v for k, v in settings.items() if v is not None}
-        (trajectory,) = optimize(
-            self.model.energies_forces,
+        (trajectory,) = optimize_with_model(
+            self.model,
             [atoms.numbers],
             [atoms.positions],
-            steps=steps,
-            batch_size=1,
+            steps,
             fmax=None if fmax is None else fmax / HARTREE_TO_EV,
             exact_steps=exact_steps,
-            device=self.model.device,
-            **settings,
+            batch_size=1,
+            **overrides,
         )
         atoms.positions = trajectory.positions[-1]
         return trajectory

@@ -71,6 +71,7 @@ __all__ = [
     "energy_forces_from_energy",
     "optimizer_meta",
     "optimizer_settings",
+    "optimize_with_model",
     "CONVERGED",
     "STEP_LIMIT",
     "NONFINITE",
@@ -1056,3 +1057,35 @@ def optimizer_settings(meta: Mapping[str, Any]) -> dict:
     out = {k: v for k, v in spec.items() if v is not None}
     LBFGSSettings(**{k: v for k, v in out.items() if k != "max_displacement"})  # checks them
     return out
+
+
+def optimize_with_model(
+    model,
+    species_list: Sequence,
+    coords_list: Sequence,
+    steps: int = 100,
+    *,
+    fmax: float | None = None,
+    exact_steps: bool = False,
+    batch_size: int = 64,
+    progress: bool = False,
+    **overrides,
+) -> list[Trajectory]:
+    """:func:`optimize` with a :class:`golf.nnp.NNP` the way the model was evaluated: the settings
+    recorded in its checkpoint (:func:`optimizer_settings`), updated by ``overrides`` (a value of
+    None removes a setting, e.g. ``max_displacement=None`` for the paper's L-BFGS). For
+    ``golf optimize`` and :class:`golf.calculator.NNPCalculator`."""
+    settings = {**optimizer_settings(getattr(model, "meta", {}) or {}), **overrides}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return optimize(
+        model.energies_forces,
+        species_list,
+        coords_list,
+        steps=steps,
+        batch_size=batch_size,
+        fmax=fmax,
+        exact_steps=exact_steps,
+        progress=progress,
+        device=model.device,
+        **settings,
+    )
