@@ -303,3 +303,74 @@ o.gradient([1, 1], [[0, 0, 0], [0, 0, 0.74]])
         time.sleep(0.1)
     assert not _running(worker)
     assert not list(tmp_path.glob("golf-oracle-*"))  # and its scratch folder went with it
+
+
+# --------------------------------------------------------------------------------------------
+# Failures are remembered: a resume does not pay for them again; they are repeated on request.
+
+
+def test_remembered_scf_failure_is_not_repeated_unless_asked(psi4_argv, tmp_path):
+    cache = str(tmp_path / "cache")
+    failing = {**HF_STO3G, "options": {"maxiter": 3}, "cache_dir": cache}  # no rung of the ladder converges
+    with Oracle(OracleSettings(**failing)) as first:
+        result = first.gradient(*METHANOL)
+        assert result.status == "scf_not_converged" and first.calls == 1
+    (entry,) = (tmp_path / "cache").rglob("*.json")
+    record = json.loads(entry.read_text())
+    assert record["status"] == "scf_not_converged" and "fallback" in record["message"]
+
+    with Oracle(OracleSettings(**failing)) as resumed:
+        again = resumed.gradient(*METHANOL)
+        assert resumed.calls == 0 and resumed.cached_failures == 1 and resumed.cache_hits == 0
+    assert again.cached and again.status == "scf_not_converged" and "remembered" in again.message
+    assert math.isnan(again.energy) and again.forces is None
+
+    with Oracle(OracleSettings(**failing, retry_failed=True)) as retried:
+        assert retried.gradient(*METHANOL).status == "scf_not_converged"
+        assert retried.calls == 1 and retried.cached_failures == 0
+
+
+def test_remembered_timeout_is_repeated_with_a_longer_timeout(psi4_argv, tmp_path, monkeypatch):
+    monkeypatch.setenv("GOLF_ORACLE_TEST_HOOKS", "1")
+    hanging = {**HF_STO3G, "options": {"_test_hang": 60}, "cache_dir": str(tmp_path / "cache")}
+    hanging["timeout_s"] = 1.0
+    with Oracle(OracleSettings(**hanging)) as first:
+        assert first.gradient(*WATER).status == "timeout"
+    (entry,) = (tmp_path / "cache").rglob("*.json")
+    assert json.loads(entry.read_text())["timeout_s"] == 1.0
+    with Oracle(OracleSettings(**hanging)) as same_limit:
+        t0 = time.monotonic()
+        assert same_limit.gradient(*WATER).status == "timeout"
+        assert same_limit.calls == 0 and same_limit.cached_failures == 1 and time.monotonic() - t0 < 1.0
+    hanging["timeout_s"] = 2.0
+    with Oracle(OracleSettings(**hanging)) as longer:
+        assert longer.gradient(*WATER).status == "timeout"
+        assert longer.calls == 1  # tried again with the longer limit...
+    assert json.loads(entry.read_text())["timeout_s"] == 2.0  # ...and that limit is remembered now
+
+
+def test_infrastructure_failure_is_not_remembered(psi4_argv, tmp_path):
+    oracle = Oracle(OracleSettings(**HF_STO3G, cache_dir=str(tmp_path / "cache"))).start()
+    try:
+        (worker,) = oracle.pool._workers
+        worker.kill()
+        worker.argv = [str(tmp_path / "gone")]  # its restart fails: our problem, not the conformation's
+        result = oracle.gradient(*WATER)
+    finally:
+        oracle.close()
+    assert result.status == "worker_crashed" and "could not be restarted" in result.message
+    assert not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_worker_pool_answers_a_task_on_its_own(psi4_argv, reference_energies):
+    from golf.worker_pool import WorkerPool
+
+    pool = WorkerPool(workers=1).start()
+    try:
+        task = {"species": WATER[0], "coordinates": WATER[1], "charge": 0, "multiplicity": 1, "method": "hf",
+                "basis": "sto-3g", "threads": 1, "memory_mb": 500, "options": {}}  # fmt: skip
+        reply = pool.run(task, timeout_s=120)
+    finally:
+        pool.close()
+    assert reply["status"] == "ok" and pool.calls == 1 and pool.psi4_version
+    assert abs(reply["energy"] - reference_energies["O"]) < 1e-8

@@ -1,10 +1,9 @@
-"""The genuine oracle O_G: Psi4 energies and forces from long-lived worker processes.
+"""The genuine oracle O_G: Psi4 energies and forces, a label cache, a status for every row.
 
-Psi4 is not on PyPI, so it runs in its own interpreter (Debian's ``/usr/bin/python3`` with the
-``psi4`` package, or a conda env from ``envs/psi4.yaml``). :class:`Oracle` starts ``workers``
-copies of :mod:`golf._psi4_worker` under that interpreter and talks to them over pipes, one JSON
-line per task. The paper calls ``psi4.gradient`` at wB97X-D/def2-SVP with Psi4's default SCF
-settings, in workers with a 600 s timeout (golf-paper.md §4.1); those are the defaults here.
+The Psi4 processes are :class:`golf.worker_pool.WorkerPool`'s (start, timeouts, crashes,
+restarts); this module is the oracle proper: what a task is, the cache, the statuses and the
+public API (:class:`Oracle`). The paper calls ``psi4.gradient`` at wB97X-D/def2-SVP with Psi4's
+default SCF settings, in workers with a 600 s timeout (golf-paper.md §4.1); those are the defaults.
 
 Every conformation gets a result with a status from :data:`golf.data.STATUSES`:
 
@@ -18,12 +17,15 @@ Every conformation gets a result with a status from :data:`golf.data.STATUSES`:
 
 A batch never aborts on a bad conformation; reasons go to the log.
 
-Label cache: successful labels only are stored, one JSON file per label under ``cache_dir``
-(``ab/cd/<sha256>.json``), keyed by elements, coordinates rounded to 1e-6 Angstrom, charge,
-multiplicity, method, basis, Psi4 version and the explicit Psi4 options. Files are written to a
-temporary name and renamed into place, so concurrent jobs (also on NFS, where sqlite breaks) can
-share a cache: the worst case is two jobs computing the same label and one rename winning. Failures
-are not cached, so a rerun retries them (e.g. with a longer timeout).
+Label cache: one JSON file per result under ``cache_dir`` (``ab/cd/<sha256>.json``), keyed by
+elements, coordinates rounded to 1e-6 Angstrom, charge, multiplicity, method, basis, Psi4 version
+and the explicit Psi4 options. Files are written to a temporary name and renamed into place, so
+concurrent jobs (also on NFS, where sqlite breaks) can share a cache: the worst case is two jobs
+computing the same label and one rename winning. Failures are cached too, with their status and
+reason, so a resume does not pay for them again (600 s per timeout at the paper's level). They are
+repeated on request: ``retry_failed`` repeats every remembered failure, and a remembered timeout is
+repeated anyway when ``timeout_s`` is now longer than the one it ran out of. Failures that were
+ours, not the conformation's (a worker that could not be restarted), are not remembered.
 """
 
 from __future__ import annotations
@@ -34,15 +36,8 @@ import json
 import logging
 import math
 import os
-import queue
-import select
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from golf.data import STATUSES, Dataset
+from golf.worker_pool import OracleUnavailable, WorkerPool, find_psi4_python
 
 __all__ = [
     "OracleUnavailable",
@@ -64,17 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WORKER_SCRIPT = Path(__file__).with_name("_psi4_worker.py")
-START_TIMEOUT_S = 300.0  # importing psi4 from a cold conda env on NFS can take a minute
-_HOWTO = (
-    "install Psi4: as root on Debian/Ubuntu `apt-get install psi4`; with conda run the workflow with "
-    "`snakemake --use-conda` (envs/psi4.yaml) or create the env yourself with `conda env create -f envs/psi4.yaml`; "
-    "or set config oracle.psi4_python to a python interpreter that can `import psi4`"
-)
-
-
-class OracleUnavailable(RuntimeError):
-    """No usable Psi4: the message says what to install or configure."""
+# Failures a later run may reuse: they come from the conformation and these settings, not from
+# our side (a call that never reached Psi4 is not a failure of the conformation).
+REMEMBERED_FAILURES = ("scf_not_converged", "timeout", "worker_crashed", "oracle_error")
 
 
 @dataclass
@@ -95,6 +83,7 @@ class OracleSettings:
     cache_dir: str | None = None  # None: no label cache
     scratch_dir: str | None = None  # parent of the workers' scratch folders (None: $TMPDIR); /dev/shm is fast
     options: dict[str, Any] = field(default_factory=dict)
+    retry_failed: bool = False  # repeat failures the cache remembers (else only longer timeouts)
 
     def __post_init__(self):
         problems = []
@@ -124,6 +113,11 @@ class OracleSettings:
     def level_of_theory(self) -> str:
         return f"{self.method}/{self.basis}".lower()
 
+    @property
+    def label_options(self) -> dict[str, Any]:
+        """The Psi4 options that change a label (underscore keys are test hooks, not options)."""
+        return {str(k).lower(): v for k, v in sorted(self.options.items()) if not str(k).startswith("_")}
+
 
 @dataclass
 class OracleResult:
@@ -135,6 +129,8 @@ class OracleResult:
     message: str = ""
     cached: bool = False
     wall_s: float = 0.0  # seconds the worker spent on the task (0 for cache hits and rejected inputs)
+    timeout_s: float | None = None  # the time limit a timeout ran out of
+    remember: bool = True  # False: the failure was ours (infrastructure), a rerun must retry it
 
     @property
     def ok(self) -> bool:
@@ -147,95 +143,12 @@ def _failure(status: str, message: str) -> OracleResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Finding Psi4
-
-
-def _parse_psiapi(text: str) -> tuple[str | None, str | None]:
-    """(bin folder, PYTHONPATH entry) from ``psi4 --psiapi-path`` output."""
-    bindir = pythonpath = None
-    for line in text.splitlines():
-        line = line.strip()
-        for var in ("PATH", "PYTHONPATH"):
-            prefix = f"export {var}="
-            if line.startswith(prefix):
-                value = line[len(prefix) :].strip("\"'").split(":")[0]
-                if var == "PATH":
-                    bindir = value
-                else:
-                    pythonpath = value
-    return bindir, pythonpath
-
-
-def _psiapi(psi4_exe: str) -> tuple[str | None, str | None]:
-    try:
-        out = subprocess.run([psi4_exe, "--psiapi-path"], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as err:
-        log.debug("psi4 --psiapi-path failed: %s", err)
-        return None, None
-    return _parse_psiapi(out.stdout) if out.returncode == 0 else (None, None)
-
-
-def _shebang_python(psi4_exe: str, bindir: str | None) -> str | None:
-    """The interpreter named in the ``psi4`` script's shebang, if it is a plain file."""
-    try:
-        with open(psi4_exe, "rb") as f:
-            first = f.readline(512).decode(errors="replace").strip()
-    except OSError:
-        return None
-    if not first.startswith("#!"):
-        return None
-    words = first[2:].split()
-    if not words:
-        return None
-    if os.path.basename(words[0]) == "env" and len(words) > 1:  # "#!/usr/bin/env python3"
-        search = os.pathsep.join(p for p in (bindir, os.environ.get("PATH", "")) if p)
-        return shutil.which(words[-1], path=search)
-    return words[0] if os.access(words[0], os.X_OK) else None
-
-
-def _argv(python: str, pythonpath: str | None) -> list[str]:
-    # `env` puts Psi4's PYTHONPATH in front and drops ours: our venv's paths must not leak into
-    # Psi4's interpreter (a different Python and numpy).
-    env = shutil.which("env") or "/usr/bin/env"
-    argv = [env, "-u", "PYTHONHOME", "-u", "PYTHONPATH"]
-    if pythonpath:
-        argv.append(f"PYTHONPATH={pythonpath}")
-    return argv + [python]
-
-
-def find_psi4_python(configured: str | None = None) -> list[str]:
-    """The argv prefix (environment included, via ``env``) that runs Psi4's Python interpreter.
-
-    ``configured`` is config ``oracle.psi4_python``: a Python executable that can import psi4. If it
-    has a ``psi4`` script beside it (Debian: /usr/bin/python3 and /usr/bin/psi4), that script's
-    ``--psiapi-path`` supplies the PYTHONPATH. Without ``configured``, ``psi4`` on PATH is asked.
-    Raises OracleUnavailable with what to do when neither works.
-    """
-    if configured:
-        python = Path(configured).expanduser()
-        if not python.is_file() or not os.access(python, os.X_OK):
-            raise OracleUnavailable(f"config oracle.psi4_python = {configured!r} is not an executable file; {_HOWTO}")
-        beside = python.parent / "psi4"
-        pythonpath = _psiapi(str(beside))[1] if beside.is_file() else None
-        return _argv(str(python), pythonpath)
-    psi4_exe = shutil.which("psi4")
-    if psi4_exe is None:
-        raise OracleUnavailable(f"no `psi4` on PATH and config oracle.psi4_python is not set; {_HOWTO}")
-    bindir, pythonpath = _psiapi(psi4_exe)
-    python = _shebang_python(psi4_exe, bindir)
-    if python is None and bindir:
-        python = next((str(Path(bindir) / n) for n in ("python3", "python") if (Path(bindir) / n).is_file()), None)
-    if python is None:
-        raise OracleUnavailable(f"found {psi4_exe} but not the Python interpreter it runs under; {_HOWTO}")
-    return _argv(python, pythonpath)
-
-
-# --------------------------------------------------------------------------------------------
 # Label cache
 
 
 class LabelCache:
-    """Successful labels, one small JSON file per key, safe to share between concurrent jobs."""
+    """Oracle results (labels and remembered failures), one small JSON file per key, safe to share
+    between concurrent jobs."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -263,9 +176,17 @@ class LabelCache:
         return self.root / key[:2] / key[2:4] / f"{key}.json"
 
     def get(self, key: str, n_atoms: int) -> OracleResult | None:
+        """The cached result (``cached=True``): a label, or a remembered failure with its reason."""
         path = self.path(key)
         try:
             record = json.loads(path.read_text())
+            status = record.get("status", "ok")  # entries written before failures were cached are labels
+            if status != "ok":
+                if status not in REMEMBERED_FAILURES:
+                    raise ValueError(f"status {status!r}")
+                timeout = record.get("timeout_s")
+                return OracleResult(float("nan"), None, status, str(record.get("message", "")), cached=True,
+                                    timeout_s=None if timeout is None else float(timeout))  # fmt: skip
             forces = np.asarray(record["forces"], dtype=np.float64).reshape(n_atoms, 3)
             return OracleResult(float(record["energy"]), forces, "ok", "", cached=True)
         except FileNotFoundError:
@@ -275,8 +196,13 @@ class LabelCache:
             return None
 
     def put(self, key: str, result: OracleResult, provenance: dict[str, Any]) -> None:
+        """Store a label or a failure (status, reason and, for a timeout, its time limit)."""
         path = self.path(key)
-        record = {"energy": result.energy, "forces": result.forces.tolist(), **provenance}
+        if result.ok:
+            record = {"status": "ok", "energy": result.energy, "forces": result.forces.tolist()}
+        else:
+            record = {"status": result.status, "message": result.message, "timeout_s": result.timeout_s}
+        record |= provenance
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,138 +214,6 @@ class LabelCache:
             log.warning("label cache: could not write %s (%s)", path, err)
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Workers
-
-
-class _WorkerTimeout(Exception):
-    pass
-
-
-class _WorkerDied(Exception):
-    pass
-
-
-class _Worker:
-    """One Psi4 worker process and its pipes. Used by one thread at a time."""
-
-    def __init__(self, argv: list[str], root: Path, index: int, threads: int):
-        self.argv = argv
-        self.index = index
-        self.threads = threads
-        self.root = root
-        self.scratch = root / f"worker-{index}"
-        self.stderr_path = root / f"worker-{index}.stderr"
-        self.proc: subprocess.Popen | None = None
-        self.hello: dict[str, Any] = {}
-        self._buf = b""
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        self.scratch.mkdir(parents=True)
-        env = dict(os.environ)
-        # BLAS/OpenMP thread pools are sized at import, before psi4.set_num_threads can act
-        env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        env.update(OPENBLAS_NUM_THREADS=str(self.threads))
-        cmd = [*self.argv, str(WORKER_SCRIPT), "--scratch", str(self.scratch), "--scratch-root", str(self.root)]
-        with open(self.stderr_path, "ab") as stderr:
-            try:
-                self.proc = subprocess.Popen(
-                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, bufsize=0
-                )
-            except OSError as err:
-                raise OracleUnavailable(f"cannot run {' '.join(cmd)}: {err}; {_HOWTO}") from None
-        self._buf = b""
-        try:
-            hello = self._read(timeout)
-        except (_WorkerDied, _WorkerTimeout) as err:
-            self.kill()
-            tail = self.stderr_tail()
-            raise OracleUnavailable(
-                f"Psi4 worker did not start ({type(err).__name__.strip('_')}): {tail or 'no output'}; {_HOWTO}"
-            ) from None
-        if hello.get("type") != "hello":
-            self.kill()
-            raise OracleUnavailable(f"Psi4 worker sent {hello!r} instead of its hello line")
-        self.hello = hello
-        return hello
-
-    def stderr_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _WorkerTimeout
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise _WorkerDied
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise _WorkerDied from None  # a garbled protocol line: treat the worker as broken
-
-    def request(self, task: dict[str, Any], timeout: float) -> dict[str, Any]:
-        if not self.alive:
-            raise _WorkerDied
-        try:
-            self.proc.stdin.write((json.dumps(task) + "\n").encode())
-        except (BrokenPipeError, OSError):
-            raise _WorkerDied from None
-        reply = self._read(timeout)
-        if reply.get("id") != task["id"]:
-            raise _WorkerDied
-        return reply
-
-    def exit_code(self, wait_s: float = 5.0) -> int | None:
-        """The exit code of a worker whose pipe closed (negative: killed by that signal)."""
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(wait_s)
-        except subprocess.TimeoutExpired:  # closed its pipe but still running: kill() follows
-            return None
-
-    def kill(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe:
-                pipe.close()
-        self.proc = None
-
-    def close(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(b'{"cmd": "exit"}\n')
-                self.proc.stdin.close()
-                self.proc.wait(timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        self.kill()
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,64 +238,35 @@ class Oracle:
             labelled = oracle.label(dataset)
 
     ``calls`` counts tasks sent to Psi4 (a retry after a crash counts again), ``cache_hits`` labels
-    read from the cache, ``restarts`` worker restarts, ``worker_seconds`` the wall time workers
-    spent inside tasks (Psi4 plus the worker's own bookkeeping).
+    read from the cache, ``cached_failures`` failures the cache remembered (not repeated),
+    ``restarts`` worker restarts, ``worker_seconds`` the wall time workers spent inside tasks
+    (Psi4 plus the worker's own bookkeeping).
     """
 
     def __init__(self, settings: OracleSettings | None = None):
         self.settings = settings or OracleSettings()
-        self.calls = 0
         self.cache_hits = 0
-        self.restarts = 0
-        self.worker_seconds = 0.0  # wall time the workers spent inside tasks
-        self.psi4_version: str | None = None
+        self.cached_failures = 0
         self.cache = LabelCache(self.settings.cache_dir) if self.settings.cache_dir else None
-        self._workers: list[_Worker] = []
-        self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._root: Path | None = None
-        self._lock = threading.Lock()
-        self._next_id = 0
-        self._closing = False
+        s = self.settings
+        self.pool = WorkerPool(s.workers, s.threads, s.psi4_python, s.scratch_dir)
 
     # lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> Oracle:
-        if self._workers:
+        if self.pool.started:
             return self
-        self._closing = False
-        argv = find_psi4_python(self.settings.psi4_python)
-        self._root = Path(tempfile.mkdtemp(prefix="golf-oracle-", dir=self.settings.scratch_dir))
-        try:
-            workers = [_Worker(argv, self._root, i, self.settings.threads) for i in range(self.settings.workers)]
-            # start all, so the psi4 imports overlap; a worker reads its hello when asked
-            with ThreadPoolExecutor(len(workers)) as pool:
-                hellos = list(pool.map(lambda w: w.start(), workers))
-        except BaseException:
-            for w in locals().get("workers", []):
-                w.kill()
-            shutil.rmtree(self._root, ignore_errors=True)
-            raise
-        self.psi4_version = hellos[0]["psi4_version"]
-        self._workers = workers
-        for w in workers:
-            self._idle.put(w)
+        self.pool.start()
         log.info(
             "oracle: %d Psi4 %s worker(s), %s, %d thread(s) and %d MB each, timeout %.0f s, cache %s",
-            len(workers), self.psi4_version, self.settings.level_of_theory, self.settings.threads,
+            len(self.pool), self.psi4_version, self.settings.level_of_theory, self.settings.threads,
             self.settings.memory_mb, self.settings.timeout_s, self.settings.cache_dir or "off",
         )  # fmt: skip
         return self
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the workers (each gets ``timeout`` seconds to finish its task) and remove scratch."""
-        self._closing = True
-        for w in self._workers:
-            w.close(timeout)
-        self._workers = []
-        self._idle = queue.Queue()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+        self.pool.close(timeout)
 
     def __enter__(self) -> Oracle:
         return self.start()
@@ -510,9 +275,36 @@ class Oracle:
         self.close()
 
     @property
+    def psi4_version(self) -> str | None:
+        return self.pool.psi4_version
+
+    @property
+    def calls(self) -> int:
+        return self.pool.calls
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts
+
+    @property
+    def worker_seconds(self) -> float:
+        return self.pool.worker_seconds
+
+    @property
     def worker_pids(self) -> list[int]:
         """PIDs of the running worker processes (for monitoring and tests)."""
-        return [w.proc.pid for w in self._workers if w.alive]
+        return self.pool.worker_pids
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What a label depends on besides its geometry: a dataset holds labels of one provenance."""
+        return {
+            "program": "psi4",
+            "version": self.psi4_version,
+            "method": self.settings.method.lower(),
+            "basis": self.settings.basis.lower(),
+            "options": self.settings.label_options,
+        }
 
     # public API ------------------------------------------------------------------------------
 
@@ -527,7 +319,7 @@ class Oracle:
         """A new dataset with the same rows in the same order, energies/forces/status filled.
 
         Charge and multiplicity come from ``dataset.molecules``. Failed rows keep NaN energy, no
-        forces, and the failure status.
+        forces, and the failure status. ``attrs["oracle"]`` is :attr:`provenance`.
         """
         inputs, missing = [], {}
         for row, c in enumerate(dataset.conformers):
@@ -545,19 +337,23 @@ class Oracle:
             out.conformers.append(
                 dataclasses.replace(c, energy=r.energy, forces=r.forces, status=r.status, props=dict(c.props))
             )
-        out.attrs["oracle"] = {
-            "program": "psi4",
-            "version": self.psi4_version,
-            "method": self.settings.method,
-            "basis": self.settings.basis,
-            "options": self.settings.options,
-        }
+        out.attrs["oracle"] = self.provenance
         return out
 
     # internals -------------------------------------------------------------------------------
 
+    def _reusable(self, hit: OracleResult) -> bool:
+        """Whether a cached result stands, or the task runs again (a failure on request)."""
+        if hit.ok:
+            return True
+        if self.settings.retry_failed:
+            return False
+        if hit.status == "timeout" and hit.timeout_s is not None:
+            return float(self.settings.timeout_s) <= hit.timeout_s  # a longer limit may now succeed
+        return True
+
     def _compute(self, inputs: list[tuple], progress: bool) -> list[OracleResult]:
-        if not self._workers:
+        if not self.pool.started:
             self.start()
         from tqdm import tqdm
 
@@ -581,8 +377,12 @@ class Oracle:
                 pending[key][1].append(i)
                 continue
             hit = self.cache.get(key, len(species)) if self.cache else None
-            if hit is not None:
-                self.cache_hits += 1
+            if hit is not None and self._reusable(hit):
+                if hit.ok:
+                    self.cache_hits += 1
+                else:
+                    self.cached_failures += 1
+                    hit.message = f"{hit.message} (remembered by the label cache; oracle.retry_failed repeats it)"
                 results[i] = hit
                 continue
             pending[key] = (_Job(key, species, coordinates, int(charge), int(multiplicity)), [i])
@@ -590,7 +390,7 @@ class Oracle:
         bar = tqdm(total=len(inputs), file=sys.stderr, disable=not progress, unit="conf",
                    desc=f"psi4 {s.level_of_theory}", dynamic_ncols=True)  # fmt: skip
         bar.update(sum(r is not None for r in results))  # cache hits and rejected inputs
-        pool = ThreadPoolExecutor(max_workers=len(self._workers))
+        pool = ThreadPoolExecutor(max_workers=len(self.pool))
         try:
             with bar:
                 futures = {pool.submit(self._run, job): rows for job, rows in pending.values()}
@@ -613,36 +413,8 @@ class Oracle:
         return results  # type: ignore[return-value]
 
     def _run(self, job: _Job) -> OracleResult:
-        worker = self._idle.get()
-        try:
-            result = self._run_on(worker, job)
-        except Exception as err:  # never lose a row, whatever went wrong on our side
-            log.exception("oracle: unexpected error on task %s", job.key[:12])
-            result = _failure("oracle_error", f"{type(err).__name__}: {err}")
-        finally:
-            self._idle.put(worker)
-        if result.status == "ok" and self.cache is not None:
-            provenance = {
-                "species": job.species.tolist(),
-                "charge": job.charge,
-                "multiplicity": job.multiplicity,
-                "method": self.settings.method,
-                "basis": self.settings.basis,
-                "psi4_version": self.psi4_version,
-                "options": self.settings.options,
-            }
-            self.cache.put(job.key, result, provenance)
-        elif result.status != "ok":
-            log.warning("oracle: %s on %s (task %s): %s", result.status, _describe(job), job.key[:12], result.message)
-        return result
-
-    def _run_on(self, worker: _Worker, job: _Job) -> OracleResult:
         s = self.settings
-        with self._lock:
-            self._next_id += 1
-            task_id = self._next_id
         task = {
-            "id": task_id,
             "species": job.species.tolist(),
             "coordinates": job.coordinates.tolist(),
             "charge": job.charge,
@@ -653,50 +425,31 @@ class Oracle:
             "memory_mb": s.memory_mb,
             "options": s.options,
         }
-        crash_message = ""
-        for attempt in (1, 2):
-            if not worker.alive:
-                try:
-                    self._restart(worker)
-                except OracleUnavailable as err:
-                    return _failure("worker_crashed", f"worker could not be restarted: {err}")
-            with self._lock:
-                self.calls += 1
-            try:
-                reply = worker.request(task, s.timeout_s)
-            except _WorkerTimeout:
-                worker.kill()
-                self._try_restart(worker)
-                return _failure("timeout", f"no result within {s.timeout_s:g} s; worker killed and restarted")
-            except _WorkerDied:
-                code = worker.exit_code()
-                crash_message = f"worker died (exit code {code}) on attempt {attempt}: {worker.stderr_tail(3)}"
-                log.warning("oracle: %s; %s", crash_message, "retrying once" if attempt == 1 else "giving up")
-                worker.kill()
-                self._try_restart(worker)
-                continue
+        try:
+            reply = self.pool.run(task, s.timeout_s)
             result = _parse_reply(reply, len(job.species))
             result.wall_s = float(reply.get("wall_s", 0.0))
-            with self._lock:
-                self.worker_seconds += result.wall_s
-            return result
-        return _failure("worker_crashed", crash_message)
-
-    def _restart(self, worker: _Worker) -> None:
-        worker.kill()
-        if self._closing:
-            raise OracleUnavailable("the oracle is closed")
-        hello = worker.start()
-        with self._lock:
-            self.restarts += 1
-        if hello.get("psi4_version") != self.psi4_version:
-            log.warning("oracle: restarted worker runs Psi4 %s, not %s", hello.get("psi4_version"), self.psi4_version)
-
-    def _try_restart(self, worker: _Worker) -> None:
-        try:
-            self._restart(worker)
-        except OracleUnavailable as err:  # the next task on this worker tries again
-            log.error("oracle: could not restart worker %d: %s", worker.index, err)
+            result.remember = not reply.get("infrastructure", False)
+            if result.status == "timeout":
+                result.timeout_s = float(s.timeout_s)
+        except Exception as err:  # never lose a row, whatever went wrong on our side
+            log.exception("oracle: unexpected error on task %s", job.key[:12])
+            result = _failure("oracle_error", f"{type(err).__name__}: {err}")
+            result.remember = False
+        if result.status != "ok":
+            log.warning("oracle: %s on %s (task %s): %s", result.status, _describe(job), job.key[:12], result.message)
+        if self.cache is not None and (result.ok or (result.remember and result.status in REMEMBERED_FAILURES)):
+            provenance = {
+                "species": job.species.tolist(),
+                "charge": job.charge,
+                "multiplicity": job.multiplicity,
+                "method": s.method,
+                "basis": s.basis,
+                "psi4_version": self.psi4_version,
+                "options": s.options,
+            }
+            self.cache.put(job.key, result, provenance)
+        return result
 
 
 def _parse_reply(reply: dict[str, Any], n_atoms: int) -> OracleResult:
@@ -726,5 +479,8 @@ def label_dataset(dataset: Dataset, settings: OracleSettings, progress: bool = T
     """Label a dataset with a fresh :class:`Oracle` (workers started and stopped here)."""
     with Oracle(settings) as oracle:
         result = oracle.label(dataset, progress=progress)
-        log.info("oracle: %d Psi4 calls, %d cache hits, %s", oracle.calls, oracle.cache_hits, result.status_counts())
+        log.info(
+            "oracle: %d Psi4 calls, %d cache hits, %d remembered failures, %s",
+            oracle.calls, oracle.cache_hits, oracle.cached_failures, result.status_counts(),
+        )  # fmt: skip
         return result

@@ -27,31 +27,37 @@ def log_to(path: str | Path) -> None:
 ORACLE_CACHE = "results/cache/oracle"
 
 
-def oracle_settings(oracle_config: dict, workers: int = 1):
-    """OracleSettings from the config's ``oracle`` mapping (workflow-only keys dropped)."""
+def oracle_settings(oracle_params: dict, workers: int = 1):
+    """OracleSettings from a rule's ``oracle`` params (the config's ``oracle`` mapping less the
+    workflow-only keys, rules/common.smk ``oracle_params``)."""
     from golf.oracle import OracleSettings
 
     return OracleSettings(
-        method=oracle_config["method"],
-        basis=oracle_config["basis"],
-        threads=oracle_config["threads"],
-        memory_mb=oracle_config["memory_mb"],
-        timeout_s=oracle_config["timeout_s"],
-        psi4_python=oracle_config["psi4_python"],
-        options=dict(oracle_config["options"]),
+        method=oracle_params["method"],
+        basis=oracle_params["basis"],
+        threads=oracle_params["threads"],
+        memory_mb=oracle_params["memory_mb"],
+        timeout_s=oracle_params["timeout_s"],
+        psi4_python=oracle_params["psi4_python"],
+        options=dict(oracle_params["options"]),
+        retry_failed=oracle_params.get("retry_failed", False),
         workers=workers,
         cache_dir=ORACLE_CACHE,
     )
 
 
 def oracle_provenance(oracle) -> dict:
-    """File attributes of a set the oracle labelled: level of theory, Psi4 version, and the
-    calls it made and labels it found in the cache (the resume tests read these)."""
+    """File attributes of a set the oracle labelled: the oracle's provenance (program, version,
+    method, basis, options; one per dataset, see golf.labels.common_provenance), the level of
+    theory, and the calls it made, labels it found in the cache and failures the cache
+    remembered (the resume tests read these)."""
     return {
+        "oracle": oracle.provenance,
         "level_of_theory": oracle.settings.level_of_theory,
         "psi4_version": oracle.psi4_version,
         "oracle_calls": oracle.calls,
         "cache_hits": oracle.cache_hits,
+        "cached_failures": oracle.cached_failures,
     }
 
 
