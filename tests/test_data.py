@@ -284,3 +284,36 @@ def test_legacy_import_with_atomrefs_reads_as_atomref_subtracted(tmp_path):
     with h5py.File(path, "a") as f:
         del f.attrs["energy_convention"]
     assert data.read(path).attrs["energy_convention"] == "total"
+
+
+def test_read_keeps_whole_arrays_until_rows_are_asked_for(tmp_path):
+    """len, column, status_counts and writing back use the groups' arrays; conformers appear on demand."""
+    ds = mixed_dataset()
+    data.write(tmp_path / "a.h5", ds)
+    back = data.read(tmp_path / "a.h5")
+    assert back._conformers is None  # nothing made per row yet
+    assert len(back) == 7
+    np.testing.assert_array_equal(back.column("energies"), [c.energy for c in ds])
+    assert back.column("status").tolist() == [c.status for c in ds]
+    np.testing.assert_array_equal(back.column("molecule_id"), [0, 3, 7, 0, 3, 7, 0])
+    np.testing.assert_array_equal(back.column("step"), [3, -1, 0, -1, -1, -1, -1])  # -1: int fill
+    assert back.status_counts() == ds.status_counts()
+    with pytest.raises(DataError, match="no per-conformation scalar 'charges'"):
+        back.column("charges")  # per-atom
+    data.write(tmp_path / "b.h5", back)  # straight from the arrays
+    assert back._conformers is None
+
+    again = data.read(tmp_path / "b.h5")
+    for a, b in zip(ds, again, strict=True):  # the same rows, in the same order, once asked for
+        assert (b.molecule_id, b.conformer_id, b.status) == (a.molecule_id, a.conformer_id, a.status)
+        np.testing.assert_array_equal(b.coordinates, a.coordinates)
+        assert set(b.props) == {"step", "mmff_energy", "charges", "nnp_forces", "repaired"}
+    np.testing.assert_array_equal(again.column("energies"), back.column("energies"))  # same from rows
+    assert again.column("status").tolist() == back.column("status").tolist()
+
+    # rows changed after reading are what gets written
+    again.conformers[0].energy = -1.0
+    again.conformers = again.conformers[:2]
+    data.write(tmp_path / "c.h5", again)
+    third = data.read(tmp_path / "c.h5")
+    assert len(third) == 2 and third.column("energies")[0] == -1.0

@@ -169,48 +169,56 @@ def read_structures(path: str, conformers: int, seed: int) -> data.Dataset:
 
 
 def optimise_with_model(
-    model, dataset: data.Dataset, steps: int, fmax: float, batch_size: int, max_displacement: float | None = None
+    model,
+    dataset: data.Dataset,
+    steps: int,
+    fmax: float,
+    batch_size: int,
+    max_displacement: float | str | None = None,
+    exact_steps: bool = False,
 ) -> data.Dataset:
-    """NNP-optimised copies of the conformers: energy = final NNP energy (Hartree), status
-    "converged" when the largest force fell below ``fmax`` (Hartree/Angstrom), else "running".
+    """NNP-optimised copies of the conformers: energy = final NNP energy (Hartree) and the final
+    status of :func:`golf.optimize.optimize`: "converged" (largest force at or below ``fmax``
+    Hartree/Angstrom, bonds as in the input), "broken" or "fragmented" (the bond graph changed),
+    "step_limit", or "skipped_nonfinite".
 
+    The optimiser runs the way the model was evaluated (its checkpoint's ``meta["optimizer"]``),
+    except for ``max_displacement``: Angstrom, or "none" for no cap; None keeps the checkpoint's.
+    ``exact_steps`` runs every trajectory for exactly ``steps`` steps (the paper's evaluation).
     Each copy keeps its record's place and atom order in the input file (``source_record``,
     ``source_order``) and the dataset its record titles, so the writers give every record back
     in its own atom order with its own title.
     """
-    import torch
-
     from golf.nnp import SUPPORTED_ELEMENTS
-    from golf.optimize import optimize
+    from golf.optimize import optimize, optimizer_settings
 
     covered = {SUPPORTED_ELEMENTS[s] for s in model.elements}
     missing = sorted({int(z) for c in dataset for z in c.species} - covered)
     if missing:
         raise CLIError(f"the model covers elements {' '.join(model.elements)}; the input has atomic numbers {missing}")
-
-    def converged(result):
-        return [float(result.forces[i].abs().max()) < fmax for i in range(len(result))]
-
+    settings = optimizer_settings(model.meta)
+    if max_displacement == "none":
+        settings.pop("max_displacement", None)
+    elif max_displacement is not None:
+        settings["max_displacement"] = float(max_displacement)
     trajectories = optimize(
         model.energies_forces,
         [c.species for c in dataset],
         [c.coordinates for c in dataset],
         steps=steps,
         batch_size=batch_size,
-        max_displacement=max_displacement,
-        should_stop=converged,
+        fmax=fmax,
+        exact_steps=exact_steps,
         progress=True,
-        dtype=torch.float32,
         device=model.device,
+        **settings,
     )
     attrs = {"kind": "nnp_optimised", "model": model.meta, "energy_convention": "total"}
     if "record_titles" in dataset.attrs:
         attrs["record_titles"] = dataset.attrs["record_titles"]
     out = data.Dataset(dict(dataset.molecules), [], attrs)
     for c, traj in zip(dataset, trajectories, strict=True):
-        last = traj.positions.shape[0] - 1
-        fmax_last = float(np.abs(traj.forces[last]).max())
-        status = "converged" if fmax_last < fmax else traj.status
+        last = traj.n_steps
         out.conformers.append(
             data.Conformer(
                 c.molecule_id,
@@ -218,10 +226,10 @@ def optimise_with_model(
                 c.species,
                 traj.positions[last],
                 energy=float(traj.energies[last]),
-                status=status,
+                status=traj.status,
                 props={
                     "steps": last,
-                    "fmax": fmax_last,
+                    "fmax": float(np.abs(traj.forces[last]).max()),
                     **{k: c.props[k] for k in ("source_record", "source_order") if k in c.props},
                 },
             )
@@ -235,26 +243,40 @@ def cmd_optimize(args) -> None:
     from golf.formats import write_sdf, write_xyz
     from golf.nnp import load_model, resolve_device
 
+    if not args.output.endswith((".sdf", ".xyz", ".h5", ".hdf5")):  # before minutes of optimisation
+        raise CLIError(f"{args.output}: unknown output format; use .sdf, .xyz or .h5")
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
     dataset = read_structures(args.input, args.conformers, args.seed)
-    result = optimise_with_model(model, dataset, args.steps, args.fmax, args.batch_size, args.max_displacement)
+    result = optimise_with_model(
+        model, dataset, args.steps, args.fmax, args.batch_size, args.max_displacement, args.exact_steps
+    )
     if args.output.endswith(".sdf"):
         write_sdf(args.output, result)
     elif args.output.endswith(".xyz"):
         write_xyz(args.output, result)
-    elif args.output.endswith((".h5", ".hdf5")):
-        data.write(args.output, result)
     else:
-        raise CLIError(f"{args.output}: unknown output format; use .sdf, .xyz or .h5")
-    counts = result.status_counts()
+        data.write(args.output, result)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.status_counts().items(), key=lambda kv: -kv[1]))
     print(
-        f"{args.output}: {len(result)} conformations, {counts.get('converged', 0)} converged "
-        f"(max force < {args.fmax} Hartree/Angstrom)"
+        f"{args.output}: {len(result)} conformations ({counts}; converged = max force <= {args.fmax} "
+        "Hartree/Angstrom with the input's bonds)"
     )
 
 
 # -------------------------------------------------------------------------------------------- main
+
+
+def _displacement(text: str) -> float | str:
+    if text.lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Angstrom or 'none', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 Angstrom (or 'none'), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,9 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--max-displacement",
-        type=float,
+        type=_displacement,
         default=None,
-        help="largest atomic move per step in Angstrom (the study's golf.max_displacement; default: none)",
+        help="largest atomic move per step in Angstrom, or 'none' for no cap (default: as the model was evaluated, "
+        "from its checkpoint; none for models without that record)",
+    )
+    p.add_argument(
+        "--exact-steps",
+        action="store_true",
+        help="run every conformation for exactly --steps steps, as the paper's evaluation does (no early stop)",
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--conformers", type=int, default=1, help="conformers per SMILES (SMILES input only)")

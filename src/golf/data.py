@@ -133,19 +133,67 @@ class Conformer:
         return self.status == "ok"
 
 
-@dataclass
 class Dataset:
-    """A list of conformations, the molecule table they refer to, and file attributes."""
+    """A list of conformations, the molecule table they refer to, and file attributes.
 
-    molecules: dict[int, Molecule] = field(default_factory=dict)
-    conformers: list[Conformer] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
+    A dataset read from a file holds its formula groups as whole arrays and makes one
+    :class:`Conformer` per row only when ``conformers`` (or iteration, ``subset``, ...) asks for
+    them; ``len``, :meth:`column`, :meth:`status_counts` and writing it back work on the arrays.
+    """
+
+    def __init__(
+        self,
+        molecules: dict[int, Molecule] | None = None,
+        conformers: list[Conformer] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ):
+        self.molecules = {} if molecules is None else molecules
+        self.attrs = {} if attrs is None else attrs
+        self._conformers: list[Conformer] | None = [] if conformers is None else conformers
+        self._groups: list[tuple[str, dict[str, np.ndarray]]] = []  # only while _conformers is None
+        self._kinds: dict[str, tuple[str, tuple]] = {}
+
+    @classmethod
+    def _from_groups(cls, molecules, groups, kinds, attrs) -> Dataset:
+        ds = cls(molecules, None, attrs)
+        ds._conformers, ds._groups, ds._kinds = None, groups, kinds
+        return ds
+
+    @property
+    def conformers(self) -> list[Conformer]:
+        if self._conformers is None:
+            self._conformers = _conformers_of(self._groups, self._kinds)
+            self._groups, self._kinds = [], {}
+        return self._conformers
+
+    @conformers.setter
+    def conformers(self, value: list[Conformer]) -> None:
+        self._conformers, self._groups, self._kinds = value, [], {}
 
     def __len__(self) -> int:
-        return len(self.conformers)
+        if self._conformers is None:
+            return sum(len(g["row"]) for _, g in self._groups)
+        return len(self._conformers)
 
     def __iter__(self):
         return iter(self.conformers)
+
+    def __repr__(self) -> str:
+        return f"Dataset({len(self.molecules)} molecules, {len(self)} conformations, attrs={sorted(self.attrs)})"
+
+    def column(self, key: str) -> np.ndarray:
+        """One value per conformation in row order: ``energies``, ``molecule_id``, ``conformer_id``,
+        ``status`` (names) or a scalar property (its fill value, NaN or -1, where a row lacks it)."""
+        if self._conformers is not None:
+            return _column_of(self._conformers, key)
+        if not self._groups:
+            return np.zeros(0)
+        if key not in ("energies", "molecule_id", "conformer_id", "status") and self._kinds.get(key, (0, ()))[1] != ():
+            raise DataError(f"no per-conformation scalar {key!r}; known: energies, molecule_id, conformer_id, status")
+        values = np.concatenate([g[key] for _, g in self._groups])
+        out = np.empty_like(values)
+        out[np.concatenate([g["row"] for _, g in self._groups])] = values
+        return np.asarray(STATUSES)[out] if key == "status" else out
 
     def subset(self, keep: Iterable[bool] | Iterable[int]) -> Dataset:
         """A dataset with the conformers selected by a boolean mask or by indices."""
@@ -166,7 +214,9 @@ class Dataset:
         return self.subset([c.labelled for c in self.conformers])
 
     def status_counts(self) -> dict[str, int]:
-        return dict(Counter(c.status for c in self.conformers))
+        if self._conformers is None:
+            return dict(Counter(self.column("status").tolist()))
+        return dict(Counter(c.status for c in self._conformers))
 
     def smiles(self, conformer: Conformer) -> str:
         return self.molecules[conformer.molecule_id].smiles
@@ -207,25 +257,126 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _prop_kinds(conformers: list[Conformer]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """For each property: ("float" | "int", per-atom trailing shape or () for a scalar)."""
-    kinds: dict[str, tuple[str, tuple[int, ...]]] = {}
+def _prop_kinds(conformers: list[Conformer]) -> dict[str, tuple[str, tuple]]:
+    """For each property: ("float" | "int", ("atoms", *trailing) for a per-atom property or () for a scalar)."""
+    kinds: dict[str, tuple[str, tuple]] = {}
     for c in conformers:
         for key, value in c.props.items():
             if key in _CORE_KEYS:
                 raise DataError(f"property name {key!r} is reserved")
-            arr = np.asarray(value)
-            if arr.dtype.kind not in "biuf":
-                raise DataError(f"property {key!r} must be numeric, got {arr.dtype}")
-            kind = "int" if arr.dtype.kind in "biu" else "float"
-            shape = arr.shape[1:] if arr.ndim else ()
-            per_atom = arr.ndim > 0
+            if isinstance(value, (float, np.floating)):  # scalars first: no array for the common case
+                kind, shape = "float", ()
+            elif isinstance(value, (int, np.integer)):
+                kind, shape = "int", ()
+            else:
+                arr = np.asarray(value)
+                if arr.dtype.kind not in "biuf":
+                    raise DataError(f"property {key!r} must be numeric, got {arr.dtype}")
+                kind = "int" if arr.dtype.kind in "biu" else "float"
+                shape = ("atoms", *arr.shape[1:]) if arr.ndim else ()
             old = kinds.get(key)
             if old is None:
-                kinds[key] = (kind, ("atoms", *shape) if per_atom else ())
+                kinds[key] = (kind, shape)
             elif old[0] == "int" and kind == "float":
                 kinds[key] = ("float", old[1])
     return kinds
+
+
+def _groups_of(conformers: list[Conformer]) -> tuple[list[tuple[str, dict[str, np.ndarray]]], dict]:
+    """The conformers as by-formula groups of whole arrays (the file layout), and the property kinds."""
+    kinds = _prop_kinds(conformers)
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    formula_of: dict[bytes, str] = {}  # formula() is slow next to a dict look-up by the species' bytes
+    for row, c in enumerate(conformers):
+        key = c.species.tobytes()
+        name = formula_of.get(key)
+        if name is None:
+            name = formula_of[key] = formula(c.species)
+        rows_of[name].append(row)
+    groups = []
+    for name, rows in rows_of.items():
+        members = [conformers[r] for r in rows]
+        n_atoms = len(members[0].species)  # one formula, one atom count
+        nan_forces = np.full((n_atoms, 3), np.nan)
+        k = len(members)
+        g = {
+            "species": np.stack([c.species for c in members]),
+            "coordinates": np.stack([c.coordinates for c in members]),
+            "energies": np.fromiter((c.energy for c in members), np.float64, k),
+            "forces": np.stack([nan_forces if c.forces is None else c.forces for c in members]),
+            "row": np.asarray(rows, dtype=np.int64),
+            "molecule_id": np.fromiter((c.molecule_id for c in members), np.int64, k),
+            "conformer_id": np.fromiter((c.conformer_id for c in members), np.int64, k),
+            "status": np.fromiter((_STATUS_CODE[c.status] for c in members), np.int64, k),
+        }
+        for key, (kind, shape) in kinds.items():
+            full_shape = tuple(n_atoms if s == "atoms" else s for s in shape)
+            fill = np.nan if kind == "float" else -1
+            dtype = np.float64 if kind == "float" else np.int64
+            values = [c.props.get(key) for c in members]
+            if not full_shape and all(v is not None for v in values):
+                g[key] = np.asarray(values, dtype=dtype)  # the common case: a scalar every row has
+                continue
+            column = np.full((k, *full_shape), fill, dtype=dtype)
+            for i, value in enumerate(values):
+                if value is None:
+                    continue
+                value = np.asarray(value, dtype=dtype)
+                if value.size != int(np.prod(full_shape)):
+                    raise DataError(f"property {key!r} of row {rows[i]} has shape {value.shape}, expected {full_shape}")
+                column[i] = value.reshape(full_shape)
+            g[key] = column
+        groups.append((name, g))
+    return groups, kinds
+
+
+def _conformers_of(groups: list[tuple[str, dict[str, np.ndarray]]], kinds: dict) -> list[Conformer]:
+    """One Conformer per row of the groups, in row order; arrays are views into the groups."""
+    out: list[Conformer | None] = [None] * sum(len(g["row"]) for _, g in groups)
+    for _, g in groups:
+        labelled_forces = ~np.isnan(g["forces"]).all(axis=(1, 2))
+        scalars = {k: g[k].tolist() for k, (_, shape) in kinds.items() if shape == ()}
+        per_atom = {k: g[k] for k, (_, shape) in kinds.items() if shape != ()}
+        columns = zip(
+            g["row"].tolist(),
+            g["molecule_id"].tolist(),
+            g["conformer_id"].tolist(),
+            g["energies"].tolist(),
+            g["status"].tolist(),
+            labelled_forces.tolist(),
+            strict=True,
+        )
+        for i, (row, mid, cid, energy, code, has_forces) in enumerate(columns):
+            # __init__'s conversions are no-ops for these arrays: skip them (10^5-10^6 rows)
+            c = Conformer.__new__(Conformer)
+            c.__dict__.update(
+                molecule_id=mid,
+                conformer_id=cid,
+                species=g["species"][i],
+                coordinates=g["coordinates"][i],
+                energy=energy,
+                forces=g["forces"][i] if has_forces else None,
+                status=STATUSES[code],
+                props={**{k: v[i] for k, v in scalars.items()}, **{k: v[i] for k, v in per_atom.items()}},
+            )
+            out[row] = c
+    return out
+
+
+def _column_of(conformers: list[Conformer], key: str) -> np.ndarray:
+    getters = {
+        "energies": lambda c: c.energy,
+        "molecule_id": lambda c: c.molecule_id,
+        "conformer_id": lambda c: c.conformer_id,
+        "status": lambda c: c.status,
+    }
+    if key in getters:
+        return np.array([getters[key](c) for c in conformers])
+    kind = _prop_kinds(conformers).get(key)
+    if kind is None or kind[1] != ():
+        raise DataError(f"no per-conformation scalar {key!r}; known: energies, molecule_id, conformer_id, status")
+    fill = np.nan if kind[0] == "float" else -1
+    return np.array([c.props.get(key, fill) for c in conformers], dtype=np.float64 if kind[0] == "float" else np.int64)
 
 
 def write(path: str | os.PathLike, dataset: Dataset) -> None:
@@ -234,46 +385,23 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kinds = _prop_kinds(dataset.conformers)
     clash = sorted(set(dataset.attrs) & set(_RESERVED_ATTRS))
     if clash:
         raise DataError(f"attribute name(s) {', '.join(map(repr, clash))} are reserved for the file layout")
     attrs = {**dataset.attrs, "energy_convention": energy_convention(dataset)}  # every file records it
-    groups: dict[str, list[tuple[int, Conformer]]] = defaultdict(list)
-    for row, c in enumerate(dataset.conformers):
-        groups[formula(c.species)].append((row, c))
+    if dataset._conformers is None:  # read from a file and not touched since: its arrays go back as they are
+        groups, kinds = dataset._groups, dataset._kinds
+    else:
+        groups, kinds = _groups_of(dataset._conformers)
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            for name, members in groups.items():
+            for name, arrays in groups:
                 g = f.create_group(name)
-                n_atoms = len(members[0][1].species)
-                if any(len(c.species) != n_atoms for _, c in members):
-                    raise DataError(f"conformers of formula {name} differ in atom count")
-                g["species"] = np.stack([c.species for _, c in members])
-                g["coordinates"] = np.stack([c.coordinates for _, c in members])
-                g["energies"] = np.array([c.energy for _, c in members], dtype=np.float64)
-                nan_forces = np.full((n_atoms, 3), np.nan)
-                g["forces"] = np.stack([nan_forces if c.forces is None else c.forces for _, c in members])
-                g["row"] = np.array([row for row, _ in members], dtype=np.int64)
-                g["molecule_id"] = np.array([c.molecule_id for _, c in members], dtype=np.int64)
-                g["conformer_id"] = np.array([c.conformer_id for _, c in members], dtype=np.int64)
-                g["status"] = np.array([_STATUS_CODE[c.status] for _, c in members], dtype=np.int64)
-                for key, (kind, shape) in kinds.items():
-                    full_shape = tuple(n_atoms if s == "atoms" else s for s in shape)
-                    fill = np.nan if kind == "float" else -1
-                    dtype = np.float64 if kind == "float" else np.int64
-                    values = []
-                    for row, c in members:
-                        value = np.asarray(c.props.get(key, np.full(full_shape, fill)), dtype=dtype)
-                        if value.size != int(np.prod(full_shape)):
-                            raise DataError(
-                                f"property {key!r} of row {row} has shape {value.shape}, expected {full_shape}"
-                            )
-                        values.append(value.reshape(full_shape))
-                    g[key] = np.stack(values)
+                for key, value in arrays.items():
+                    g[key] = value
             f.attrs["golf_format"] = 1
             f.attrs["units"] = json.dumps(UNITS)
             f.attrs["statuses"] = json.dumps(list(STATUSES))
@@ -288,7 +416,7 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
 
 
 def read(path: str | os.PathLike) -> Dataset:
-    """Read a dataset written by :func:`write`. Raises DataError for anything else."""
+    """Read a dataset written by :func:`write` (whole arrays per group). Raises DataError for anything else."""
     import h5py
 
     path = Path(path)
@@ -302,38 +430,23 @@ def read(path: str | os.PathLike) -> Dataset:
         if "golf_format" not in f.attrs:
             raise DataError(f"{path}: HDF5 file without golf attributes; not a golf-workflow dataset")
         try:
-            statuses = json.loads(f.attrs["statuses"])
-            kinds = json.loads(f.attrs["properties"])
+            # status codes of the file -> ours (STATUSES only grows, so this is the identity for our files)
+            code = np.array([_STATUS_CODE[s] for s in json.loads(f.attrs["statuses"])], dtype=np.int64)
+            kinds = {k: (kind, tuple(shape)) for k, (kind, shape) in json.loads(f.attrs["properties"]).items()}
             molecules = {m["molecule_id"]: Molecule(**m) for m in json.loads(f.attrs["molecules"])}
             attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in _RESERVED_ATTRS}
-            if "energy_convention" not in attrs:
-                # Before the convention was recorded, only an import of a database with atomrefs
-                # (GOLF/nablaDFT) stored non-total energies: it kept them atomref-subtracted.
-                attrs["energy_convention"] = "atomref_subtracted" if "atomrefs" in attrs else "total"
-            rows: list[tuple[int, Conformer]] = []
-            for g in f.values():
-                arrays = {key: g[key][()] for key in g.keys()}
-                for i in range(len(arrays["row"])):
-                    forces = arrays["forces"][i]
-                    props = {}
-                    for key in kinds:
-                        value = arrays[key][i]
-                        props[key] = value.item() if value.ndim == 0 else value
-                    conformer = Conformer(
-                        molecule_id=int(arrays["molecule_id"][i]),
-                        conformer_id=int(arrays["conformer_id"][i]),
-                        species=arrays["species"][i],
-                        coordinates=arrays["coordinates"][i],
-                        energy=float(arrays["energies"][i]),
-                        forces=None if np.isnan(forces).all() else forces,
-                        status=statuses[int(arrays["status"][i])],
-                        props=props,
-                    )
-                    rows.append((int(arrays["row"][i]), conformer))
+            groups = []
+            for name, g in f.items():
+                arrays = {key: g[key][()] for key in (*_CORE_KEYS, *kinds)}
+                arrays["status"] = code[arrays["status"]]
+                groups.append((name, arrays))
         except (KeyError, ValueError, TypeError, IndexError) as err:
             raise DataError(f"{path}: damaged golf-workflow dataset ({err!r})") from None
-    rows.sort(key=lambda item: item[0])
-    dataset = Dataset(molecules, [c for _, c in rows], attrs)
+    if "energy_convention" not in attrs:
+        # Before the convention was recorded, only an import of a database with atomrefs
+        # (GOLF/nablaDFT) stored non-total energies: it kept them atomref-subtracted.
+        attrs["energy_convention"] = "atomref_subtracted" if "atomrefs" in attrs else "total"
+    dataset = Dataset._from_groups(molecules, groups, kinds, attrs)
     try:
         energy_convention(dataset)
     except DataError as err:
