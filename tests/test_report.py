@@ -320,4 +320,5 @@ def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
     md = (out / "summary.md").read_text()
     listed = _rows(_section(md, "## Test conformations without a converged reference"))
     assert listed["0"] == ["0", "2", "O", "water", "stopped at the step limit", "2"]
+    assert "did not converge (2 of 3 converged, 66.7 %)" in md
     assert md.index("## This study: the paper's protocol") < md.index("## Second row set: capped-0.02")

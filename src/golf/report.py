@@ -256,9 +256,9 @@ def _paired_table(paired: pd.DataFrame) -> list[str]:
                 f"[{_signed(r['e_res_low'], 2)}, {_signed(r['e_res_high'], 2)}]",
                 "Δpct (pp) [95 %]": f"{_signed(r['pct_diff'])} [{_signed(r['pct_low'])}, {_signed(r['pct_high'])}]",
                 "success a / b (%)": f"{_f(r['success_a'])} / {_f(r['success_b'])}",
-                "success test": _rate_test(r, "success"),
+                "success: McNemar p or Δ [95 %]": _rate_test(r, "success"),
                 "diverged a / b (%)": f"{_f(r['diverged_a'])} / {_f(r['diverged_b'])}",
-                "divergence test": _rate_test(r, "diverged"),
+                "divergence: McNemar p or Δ [95 %]": _rate_test(r, "diverged"),
                 "verdict": word.format(a=r["model_a"], b=r["model_b"]),
             }
         )
@@ -283,15 +283,19 @@ def _spread_table(spread: pd.DataFrame) -> list[str]:
     return _md_table(pd.DataFrame(rows))
 
 
-def _unconverged_lines(unconverged: pd.DataFrame | None) -> list[str]:
+def _unconverged_lines(unconverged: pd.DataFrame | None, n_converged: int | None) -> list[str]:
     lines = ["## Test conformations without a converged reference", ""]
     if unconverged is None:
         return lines + ["(not given: the report was built without the reference optimisations' convergence)"]
     if unconverged.empty:
         return lines + ["None: every reference optimisation converged."]
+    rate = ""
+    if n_converged is not None:
+        total = n_converged + len(unconverged)
+        rate = f" ({n_converged} of {total} converged, {100.0 * n_converged / total:.1f} %)"
     lines += [
-        f"{len(unconverged)} test conformation(s) whose oracle optimisation did not converge are left out of "
-        "every model's evaluation (a non-minimum as reference would make pct too high and E_res too small):",
+        f"{len(unconverged)} test conformation(s) whose oracle optimisation did not converge{rate} are left out "
+        "of every model's evaluation (a non-minimum as reference would make pct too high and E_res too small):",
         "",
     ]
     return lines + _md_table(unconverged.fillna("–"))
@@ -440,7 +444,7 @@ def _plot_pct(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
         ax.set_ylabel(label)
     ax1.axhline(100, color="grey", lw=0.8, ls=":")
     ax1.set_title("Energy drop reached (non-diverged)")
-    ax2.set_title("Diverged: E(s_t) > E(s_0)")
+    ax2.set_title("Diverged: E(s_t) > E(s_0) or no DFT energy")
     return _save(fig, outdir, "pct_vs_step")
 
 
@@ -677,7 +681,9 @@ def _summary_lines(
     for protocol in protocols:
         lines += _section(protocol, summary, paired)
     lines += [_DEFINITIONS.format(thr=SUCCESS_THRESHOLD_KCAL, delta=COV_DELTA, alpha=stats.ALPHA), ""]
-    lines += _unconverged_lines(unconverged) + [""]
+    oracle = summary[(summary["model"] == "oracle") & (summary["protocol"] == PAPER_PROTOCOL)]
+    n_converged = int(oracle["n"].iloc[0]) if len(oracle) and "n" in oracle and pd.notna(oracle["n"].iloc[0]) else None
+    lines += _unconverged_lines(unconverged, n_converged) + [""]
     lines += _paper_tables()
     lines += ["", "## Settings", ""]
     flat = _flatten(settings)
