@@ -1,15 +1,19 @@
-"""The neural-network potential: an ANI-style TorchANI model, its self energies and checkpoints.
+"""The neural-network potential: an ANI-style TorchANI model or PaiNN, self energies, checkpoints.
 
-A model has three parts (like ``torchani.arch``):
+Two backbones (``meta["architecture"]``), behind one interface (:class:`NNP`):
 
-- an AEV computer (radial and angular atomic environment vectors, cutoffs in Angstrom),
-- one small MLP per element (``torchani.nn.ANINetworks``; an ``Ensemble`` of K of them for K > 1),
-- per-element self energies in Hartree, added outside the network in float64.
+- ``"ani"``: an AEV computer (radial and angular atomic environment vectors, cutoffs in Angstrom)
+  and one small MLP per element (``torchani.nn.ANINetworks``; an ``Ensemble`` of K of them for
+  K > 1), built from TorchANI blocks. TorchANI's xTB repulsion (``simple_ani(repulsion=True)``) is
+  left out: the paper's NNP has no physical prior and it would change what the network learns.
+- ``"painn"``: the paper's backbone, schnetpack 2.0.4's PaiNN re-implemented in :mod:`golf.painn`
+  (its parameter names are the GOLF authors' state_dict keys, so :func:`import_schnetpack_painn`
+  loads their checkpoints as they are).
 
-The paper's NNP is PaiNN (reference/golf-paper.md §3); we use TorchANI building blocks instead, so
-the architecture is ANI-style, not PaiNN. Like the paper's model there is no extra physical prior:
-TorchANI's xTB repulsion (``simple_ani(repulsion=True)``) is left out because the paper's NNP has
-none, it would change what the network has to learn, and it adds a neighbour-list pass per call.
+Both add per-element self energies in Hartree outside the network, in float64. For a model trained
+here they are fitted by least squares on D0 (:func:`fit_self_energies`); for an imported authors'
+model they are the atomrefs of the authors' database, which their network was trained to be
+relative to. Either way :class:`NNP` returns total energies.
 
 Shapes: B molecules (conformations) in a batch, N padded atoms, K ensemble members.
 Padding convention (TorchANI): species == -1 marks a dummy atom; its coordinates and forces are 0.
@@ -48,6 +52,8 @@ __all__ = [
     "NNP",
     "PaddedBatch",
     "build_model",
+    "build_painn",
+    "import_schnetpack_painn",
     "fit_self_energies",
     "save_model",
     "load_model",
@@ -100,25 +106,37 @@ def _canonical_elements(elements: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(set(elements), key=SUPPORTED_ELEMENTS.__getitem__))
 
 
-class NNP(torch.nn.Module):
-    """An ANI-style potential with float64 self energies and a JSON-able ``meta``.
+# The attribute that holds each backbone, so state_dict keys stay what they are: "ani.*" for the
+# ANI checkpoints written so far, "model.*" for PaiNN, the GOLF authors' own key prefix.
+_NETWORK_ATTRIBUTE = {"ani": "ani", "painn": "model"}
 
-    ``__init__`` takes a finished TorchANI model; use :func:`build_model` or :func:`load_model`.
+
+class NNP(torch.nn.Module):
+    """A potential (ANI-style or PaiNN) with float64 self energies and a JSON-able ``meta``.
+
+    ``__init__`` takes a finished network; use :func:`build_model`, :func:`build_painn`,
+    :func:`import_schnetpack_painn` or :func:`load_model`.
 
     Args:
-        ani: a ``torchani.arch.ANI`` built for ``elements`` (its own energy shifter is not used).
+        network: a ``torchani.arch.ANI`` built for ``elements`` (its own energy shifter is not used),
+            or a :class:`golf.painn.PaiNNPotential` whose element indices follow ``elements``.
         elements: element symbols in the model's internal order.
         self_energies: Hartree per element symbol.
-        meta: JSON-able description: hyperparameters, elements, self energies, provenance.
+        meta: JSON-able description: architecture, hyperparameters, elements, self energies, provenance.
     """
 
-    def __init__(self, ani: torch.nn.Module, elements: Sequence[str], self_energies: Mapping[str, float], meta: dict):
+    def __init__(
+        self, network: torch.nn.Module, elements: Sequence[str], self_energies: Mapping[str, float], meta: dict
+    ):
         super().__init__()
-        self.ani = ani
+        self.architecture = meta.get("architecture", "ani")
+        if self.architecture not in _NETWORK_ATTRIBUTE:
+            raise NNPError(f"unknown architecture {self.architecture!r}; allowed: {', '.join(_NETWORK_ATTRIBUTE)}")
+        self.add_module(_NETWORK_ATTRIBUTE[self.architecture], network)
         self._elements = tuple(elements)
         self._self_energies = tuple(float(self_energies[s]) for s in self._elements)
         self.meta = meta
-        symbols = tuple(getattr(ani, "symbols", self._elements))
+        symbols = tuple(getattr(network, "symbols", self._elements))
         if symbols != self._elements:
             raise NNPError(f"the TorchANI model is built for {symbols}, not {self._elements}")
         # atomic number -> element index (-1: padding, -2: unsupported); a buffer so it moves with .to().
@@ -148,8 +166,13 @@ class NNP(torch.nn.Module):
         return next(self.parameters()).dtype
 
     @property
+    def network(self) -> torch.nn.Module:
+        """The backbone (TorchANI ANI or PaiNN), without self energies."""
+        return getattr(self, _NETWORK_ATTRIBUTE[self.architecture])
+
+    @property
     def ensemble_size(self) -> int:
-        return int(self.meta["hyperparameters"]["ensemble_size"])
+        return int(self.meta["hyperparameters"].get("ensemble_size", 1))
 
     # --- species ------------------------------------------------------------------------------
     def element_indices(self, species: Tensor) -> Tensor:
@@ -193,6 +216,9 @@ class NNP(torch.nn.Module):
             ensemble_values: return (K, B) member energies instead of their mean (B,).
         """
         assert coordinates.shape == (*elem_idxs.shape, 3), (coordinates.shape, elem_idxs.shape)
+        if self.architecture == "painn":
+            energies = self.network(elem_idxs, coordinates)  # (B,)
+            return energies.unsqueeze(0) if ensemble_values else energies
         aevs = self.ani.aev_computer(elem_idxs, coordinates)  # (B, N, aev_dim)
         nets = self.ani.neural_networks
         if ensemble_values and not hasattr(nets, "members"):
@@ -318,16 +344,7 @@ def build_model(
         raise NNPError(f"ensemble_size must be >= 1, got {ensemble_size}")
     if not 0 < angular_cutoff <= radial_cutoff:
         raise NNPError(f"need 0 < angular_cutoff <= radial_cutoff, got {angular_cutoff} and {radial_cutoff}")
-    if self_energies == "zero":
-        sae = dict.fromkeys(symbols, 0.0)
-    elif isinstance(self_energies, Mapping):
-        missing = [s for s in symbols if s not in self_energies]
-        if missing:
-            raise NNPError(f"self_energies lack element(s) {', '.join(missing)}")
-        sae = {s: float(self_energies[s]) for s in symbols}
-    else:
-        raise NNPError(f"self_energies must be a dict symbol -> Hartree or 'zero', got {self_energies!r}")
-
+    sae = _self_energy_table(symbols, self_energies)
     asm = Assembler(periodic_table_index=True)
     asm.set_symbols(symbols)
     asm.set_global_cutoff_fn("smooth")
@@ -353,33 +370,150 @@ def build_model(
             torch.manual_seed(seed)
             ani = asm.assemble(ensemble_size)
 
+    hyperparameters = {
+        "radial_cutoff": float(radial_cutoff),
+        "angular_cutoff": float(angular_cutoff),
+        "radial_shifts": int(radial_shifts),
+        "angular_shifts": int(angular_shifts),
+        "sections": int(sections),
+        "layer_dims": list(dims),
+        "size": size_name,
+        "activation": activation,
+        "ensemble_size": int(ensemble_size),
+        "seed": seed,
+    }
+    return NNP(ani, symbols, sae, _meta("ani", symbols, sae, hyperparameters, level_of_theory))
+
+
+def _self_energy_table(symbols: Sequence[str], self_energies: Mapping[str, float] | Literal["zero"]) -> dict:
+    if isinstance(self_energies, str) and self_energies == "zero":
+        return dict.fromkeys(symbols, 0.0)
+    if isinstance(self_energies, Mapping):
+        missing = [s for s in symbols if s not in self_energies]
+        if missing:
+            raise NNPError(f"self_energies lack element(s) {', '.join(missing)}")
+        return {s: float(self_energies[s]) for s in symbols}
+    raise NNPError(f"self_energies must be a dict symbol -> Hartree or 'zero', got {self_energies!r}")
+
+
+def _meta(architecture: str, symbols, sae: dict, hyperparameters: dict, level_of_theory: str) -> dict:
     import torchani
 
-    meta = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "architecture": "ani",
+        "architecture": architecture,
         "elements": list(symbols),
         "self_energies": sae,  # Hartree
-        "hyperparameters": {
-            "radial_cutoff": float(radial_cutoff),
-            "angular_cutoff": float(angular_cutoff),
-            "radial_shifts": int(radial_shifts),
-            "angular_shifts": int(angular_shifts),
-            "sections": int(sections),
-            "layer_dims": list(dims),
-            "size": size_name,
-            "activation": activation,
-            "ensemble_size": int(ensemble_size),
-            "seed": seed,
-        },
+        "hyperparameters": hyperparameters,
         "level_of_theory": level_of_theory,
         "data_digest": None,
         "units": {"energies": "Hartree", "forces": "Hartree/Angstrom", "coordinates": "Angstrom"},
         "torchani_version": torchani.__version__,
         "torch_version": torch.__version__.split("+")[0],
     }
-    return NNP(ani, symbols, sae, meta)
+
+
+def build_painn(
+    elements: Sequence[str],
+    *,
+    self_energies: Mapping[str, float] | Literal["zero"],
+    n_atom_basis: int = 128,
+    n_interactions: int = 3,
+    n_rbf: int = 50,
+    cutoff: float = 5.0,
+    level_of_theory: str = "",
+    seed: int | None = None,
+) -> NNP:
+    """An untrained PaiNN (schnetpack 2.0.4's, see :mod:`golf.painn`); the defaults are the paper's.
+
+    Args:
+        elements: element symbols; any of H C N O F S Cl.
+        self_energies: Hartree per element added to the network's energy (fitted, or atomrefs), or "zero".
+        n_atom_basis: feature width (paper 128); the Atomwise head is n_atom_basis -> n_atom_basis // 2 -> 1.
+        n_interactions: message-passing layers (paper 3).
+        n_rbf: Bessel radial basis functions (paper 50).
+        cutoff: cosine cutoff, Angstrom (paper 5.0); only pairs inside it are computed.
+        level_of_theory: provenance, e.g. "wb97x-d/def2-svp".
+        seed: seed for the initial weights (global RNG state is left untouched).
+    """
+    from golf.painn import PaiNNPotential
+
+    symbols = _canonical_elements(elements)
+    if min(n_atom_basis, n_interactions, n_rbf) < 1 or not cutoff > 0:
+        raise NNPError(
+            f"PaiNN needs positive sizes and cutoff; got n_atom_basis={n_atom_basis}, "
+            f"n_interactions={n_interactions}, n_rbf={n_rbf}, cutoff={cutoff}"
+        )
+    sae = _self_energy_table(symbols, self_energies)
+    numbers = [SUPPORTED_ELEMENTS[s] for s in symbols]
+    sizes = (numbers, int(n_atom_basis), int(n_interactions), int(n_rbf), float(cutoff))
+    if seed is None:
+        network = PaiNNPotential(*sizes)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = PaiNNPotential(*sizes)
+    hyperparameters = {
+        "n_atom_basis": int(n_atom_basis),
+        "n_interactions": int(n_interactions),
+        "n_rbf": int(n_rbf),
+        "cutoff": float(cutoff),
+        "seed": seed,
+    }
+    return NNP(network, symbols, sae, _meta("painn", symbols, sae, hyperparameters, level_of_theory))
+
+
+def import_schnetpack_painn(
+    checkpoint: str | os.PathLike, atomrefs: Mapping[str, float], *, level_of_theory: str = "wb97x-d/def2-svp"
+) -> NNP:
+    """One of the GOLF authors' PaiNN checkpoints (``NNP_checkpoint_actor``) as our model.
+
+    Their network predicts energies relative to the atomrefs of the database it was trained on
+    (reference/golf-paper.md §1.4), so those atomrefs become the model's self energies and the
+    model returns total energies in Hartree, as every model of this project does.
+
+    Args:
+        checkpoint: a plain state_dict with keys ``model.representation.*`` and
+            ``model.output_modules.0.outnet.*`` (schnetpack 2.0's PaiNN + Atomwise).
+        atomrefs: Hartree per element symbol, e.g. from :func:`golf.formats.read_atomrefs` of the
+            authors' database; every element with a value becomes a supported element of the model.
+        level_of_theory: the level the checkpoint was trained at (the authors': ωB97X-D/def2-SVP).
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise CheckpointError(f"{path}: not a readable PyTorch state_dict ({type(err).__name__})") from None
+    if not isinstance(state, Mapping) or not any(str(k).startswith("model.representation.") for k in state):
+        raise CheckpointError(f"{path}: not a schnetpack PaiNN checkpoint (no 'model.representation.*' keys)")
+    try:
+        n_atom_basis = state["model.representation.embedding.weight"].shape[1]
+        n_rbf = state["model.representation.radial_basis.freqs"].shape[0]
+        cutoff = float(state["model.representation.cutoff_fn.cutoff"].reshape(-1)[0])
+        n_interactions = 1 + max(
+            int(k.split(".")[3]) for k in state if k.startswith("model.representation.interactions.")
+        )
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: incomplete PaiNN checkpoint ({err})") from None
+    model = build_painn(
+        [s for s in SUPPORTED_ELEMENTS if s in atomrefs],
+        self_energies=atomrefs,
+        n_atom_basis=n_atom_basis,
+        n_interactions=n_interactions,
+        n_rbf=n_rbf,
+        cutoff=cutoff,
+        level_of_theory=level_of_theory,
+    )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit schnetpack's PaiNN ({first})") from None
+    model.meta["source"] = {"checkpoint": str(path), "self_energies": "atomrefs of the authors' database"}
+    return model.eval()
 
 
 def fit_self_energies(dataset: Dataset, elements: Sequence[str]) -> dict[str, float]:
@@ -461,7 +595,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> N
         )
     hp = dict(meta["hyperparameters"])
     hp.pop("size", None)
-    model = build_model(
+    builders = {"ani": build_model, "painn": build_painn}
+    architecture = meta.get("architecture", "ani")
+    if architecture not in builders:
+        raise CheckpointError(f"{path}: unknown architecture {architecture!r}; this code reads {', '.join(builders)}")
+    model = builders[architecture](
         meta["elements"],
         self_energies=meta["self_energies"],
         level_of_theory=meta.get("level_of_theory", ""),
