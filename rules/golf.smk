@@ -75,6 +75,7 @@ rule golf_train:
         train=train_params(),
         utd_ratio=config["golf"]["utd_ratio"],
         budget=golf_budget(config),
+        allow_mixed=config["oracle"]["allow_mixed_provenance"],
     script:
         "../workflow/scripts/golf_train.py"
 

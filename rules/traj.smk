@@ -47,6 +47,7 @@ rule gather_optimisation:
         runtime=scaled(10),
     params:
         budget=get_gather_budget,
+        allow_mixed=config["oracle"]["allow_mixed_provenance"],
     script:
         "../workflow/scripts/gather_optimisation.py"
 
@@ -75,5 +76,6 @@ rule train_traj:
     params:
         train=train_params(),
         steps=config["golf"]["utd_ratio"] * max(golf_budget(config), 1),
+        allow_mixed=config["oracle"]["allow_mixed_provenance"],
     script:
         "../workflow/scripts/train_traj.py"

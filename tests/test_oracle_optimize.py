@@ -9,7 +9,7 @@ import pytest
 
 from golf import data
 from golf.data import Conformer, Dataset, Molecule
-from golf.labels import gather, label_pending
+from golf.labels import ProvenanceError, common_provenance, gather, label_pending
 from golf.oracle import Oracle, OracleSettings, OracleUnavailable, find_psi4_python
 from golf.oracle_optimize import (
     END_CONVERGED,
@@ -17,6 +17,7 @@ from golf.oracle_optimize import (
     END_LIMIT,
     extra_frames,
     final_frames,
+    gather_trajectories,
     optimise_dataset,
     reference_from_known_minima,
     shuffled,
@@ -220,3 +221,92 @@ def test_labels_round_trip_through_hdf5(oracle, tmp_path):
     back = data.read(tmp_path / "labels.h5")
     assert back.conformers[0].status == "ok" and back.conformers[0].energy == out.conformers[0].energy
     assert back.attrs["oracle"]["basis"] == "sto-3g"
+
+
+# ------------------------------------------------------------------- one label provenance per set
+
+PSI4_132 = {"program": "psi4", "version": "1.3.2", "method": "hf", "basis": "sto-3g", "options": {"scf_type": "pk"}}
+PSI4_191 = PSI4_132 | {"version": "1.9.1"}
+
+
+def test_gather_refuses_chunks_of_different_oracles_naming_both():
+    a = _chunk([0], [0.1], {"oracle": PSI4_132})
+    b = _chunk([1], [0.1], {"oracle": PSI4_191})
+    with pytest.raises(ProvenanceError) as err:
+        gather([a, b], max_force_norm=10.5)
+    message = str(err.value)
+    assert "psi4 1.3.2 hf/sto-3g (scf_type=pk)" in message and "psi4 1.9.1 hf/sto-3g" in message
+    assert "chunk 1" in message and "chunk 2" in message and "oracle.allow_mixed_provenance" in message
+    options = _chunk([1], [0.1], {"oracle": PSI4_132 | {"options": {"scf_type": "df"}}})
+    with pytest.raises(ProvenanceError, match="scf_type=df"):
+        gather([a, options], max_force_norm=10.5)
+    # allowed explicitly: gathered, with the first chunk's provenance
+    merged = gather([a, b], max_force_norm=10.5, allow_mixed=True)
+    assert len(merged) == 2 and merged.attrs["oracle"] == PSI4_132
+
+
+def test_same_provenance_passes_and_unknown_provenance_is_not_compared():
+    a = _chunk([0], [0.1], {"oracle": dict(PSI4_132)})
+    b = _chunk([1], [0.1], {"oracle": dict(PSI4_132)})
+    assert gather([a, b], max_force_norm=10.5).attrs["oracle"] == PSI4_132
+    imported = _chunk([2], [0.1], {"kind": "imported_d0"})  # labels brought by the user: no record
+    assert common_provenance({"d0.h5": imported, "round-1.h5": a}) == PSI4_132
+    assert common_provenance({"d0.h5": imported}) is None
+    with pytest.raises(ProvenanceError, match="d0.h5 has psi4 1.3.2.*round-2.h5 has psi4 1.9.1"):
+        common_provenance({"d0.h5": a, "round-1.h5": b, "round-2.h5": _chunk([3], [0.1], {"oracle": PSI4_191})})
+
+
+def test_oracle_labels_and_trajectories_carry_their_provenance(oracle, converged):
+    provenance = oracle.provenance
+    assert provenance == {"program": "psi4", "version": oracle.psi4_version, "method": "hf", "basis": "sto-3g",
+                          "options": {}}  # fmt: skip
+    assert label_pending(oracle, _dataset(WATER)).attrs["oracle"] == provenance
+
+
+# ------------------------------------------------------ trajectory baseline: whole trajectories
+
+
+def _trajectory_chunk(trajs, provenance=PSI4_132):
+    """Chunk of trajectories {traj: (rank, extra steps)}: frame 0 plus that many steps."""
+    ds = Dataset({0: Molecule(0, "O", "water")}, [], {"oracle": provenance, "oracle_calls": 0})
+    for traj, (rank, steps) in trajs.items():
+        for step in range(steps + 1):
+            ds.conformers.append(
+                Conformer(0, traj, WATER[0], WATER[1], energy=-75.0, forces=np.zeros((3, 3)), status="ok",
+                          props={"traj": traj, "step": step, "rank": rank, "end": END_LIMIT})
+            )  # fmt: skip
+        ds.conformers[-1].props["end"] = END_CONVERGED
+        ds.attrs["oracle_calls"] += steps
+    return ds
+
+
+def test_gathered_trajectories_are_whole_in_seeded_order_and_the_budget_counted_once():
+    # Two chunks ran whole trajectories (each past its share); ranks interleave them.
+    a = _trajectory_chunk({10: (0, 4), 11: (2, 3)})
+    b = _trajectory_chunk({20: (1, 5), 21: (3, 6)})
+    out = gather_trajectories([b, a], budget=11)
+    # rank 0 (4 calls) + rank 1 (5) + rank 2 cut to the remaining 2; rank 3 is not used
+    steps = {t: [c.props["step"] for c in out if c.props["traj"] == t] for t in (10, 11, 20, 21)}
+    assert steps == {10: [0, 1, 2, 3, 4], 20: [0, 1, 2, 3, 4, 5], 11: [0, 1, 2], 21: []}
+    assert len(extra_frames(out)) == 11 == out.attrs["budget_calls"]
+    assert out.attrs["oracle_calls"] == 18  # what the chunks paid, reported apart from the budget
+    ends = {t: [c for c in out if c.props["traj"] == t][-1].props["end"] for t in (10, 11, 20)}
+    assert ends == {10: END_CONVERGED, 20: END_CONVERGED, 11: END_LIMIT}
+    # The same trajectories cut into any number of chunks gather to the same set.
+    one = gather_trajectories([_trajectory_chunk({10: (0, 4), 20: (1, 5), 11: (2, 3), 21: (3, 6)})], budget=11)
+    key = [(c.props["traj"], c.props["step"]) for c in out]
+    assert [(c.props["traj"], c.props["step"]) for c in one] == key
+    # Without a budget (the reference minima) everything is kept.
+    assert len(gather_trajectories([a, b])) == 4 + 3 + 5 + 6 + 4
+    with pytest.raises(ProvenanceError):
+        gather_trajectories([a, _trajectory_chunk({30: (4, 1)}, PSI4_191)], budget=11)
+
+
+def test_whole_trajectories_run_past_the_budget_but_start_no_new_one(oracle, converged):
+    water_extra = sum(1 for c in converged if c.props["traj"] == 0 and c.props["step"] >= 1)
+    ds = _dataset(WATER, METHANOL)
+    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, budget=2, whole_trajectories=True)
+    water = [c for c in out if c.props["traj"] == 0]
+    assert len(water) == water_extra + 1 and water[-1].props["end"] == END_CONVERGED  # not cut at 2
+    assert {c.props["traj"] for c in out} == {0}  # methanol never started: the share was spent
+    assert {c.props["rank"] for c in out} == {0}

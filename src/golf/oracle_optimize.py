@@ -182,18 +182,23 @@ def optimise_dataset(
     return out
 
 
-def gather_trajectories(chunks: list[Dataset], budget: int | None = None) -> Dataset:
+def gather_trajectories(chunks: list[Dataset], budget: int | None = None, allow_mixed: bool = False) -> Dataset:
     """One set of trajectories from scattered chunks, ordered by (traj, step).
 
     With ``budget`` (the trajectory baseline's k, counted once over all chunks): whole
     trajectories are kept in the order of their ``rank`` property (the position in the seeded
     start order) while fewer than ``budget`` calls are used, the last kept one trimmed so that
     exactly ``budget`` oracle calls (steps >= 1) remain, unless the chunks made fewer.
-    ``oracle_calls`` stays what the chunks paid; ``budget_calls`` is what is kept.
+    ``oracle_calls`` stays what the chunks paid; ``budget_calls`` is what is kept. Chunks of
+    different oracles are refused (:func:`golf.labels.common_provenance`).
     """
     from golf.data import concat
+    from golf.labels import common_provenance
 
+    provenance = common_provenance({f"chunk {i + 1}": c for i, c in enumerate(chunks)}, allow_mixed)
     attrs = dict(chunks[0].attrs) if chunks else {}
+    if provenance is not None:
+        attrs["oracle"] = provenance
     attrs["oracle_calls"] = sum(int(c.attrs.get("oracle_calls", 0)) for c in chunks)
     merged = concat(chunks, attrs=attrs)
     by_traj: dict[int, list[Conformer]] = {}

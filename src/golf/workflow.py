@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -21,6 +22,17 @@ def log_to(path: str | Path) -> None:
     )
     logging.captureWarnings(True)
     os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+
+@contextmanager
+def user_errors(*errors: type[BaseException]):
+    """Errors that are the user's to fix (e.g. golf.labels.ProvenanceError): one line in the
+    rule's log and a failed job, not a traceback."""
+    try:
+        yield
+    except errors as err:
+        logging.getLogger("golf").error("%s", err)
+        raise SystemExit(f"error: {err}") from None
 
 
 # The label cache every rule shares, so no rule or rerun repeats a DFT call.

@@ -2,9 +2,13 @@
 trajectory baseline, whole trajectories in the seeded order up to its budget k, counted once."""
 
 from golf import data
+from golf.labels import ProvenanceError
 from golf.oracle_optimize import gather_trajectories
-from golf.workflow import log_to
+from golf.workflow import log_to, user_errors
 
 log_to(snakemake.log[0])
 chunks = [data.read(path) for path in snakemake.input.chunks]
-data.write(snakemake.output.trajectories, gather_trajectories(chunks, budget=snakemake.params.budget))
+params = snakemake.params
+with user_errors(ProvenanceError):
+    trajectories = gather_trajectories(chunks, budget=params.budget, allow_mixed=params.allow_mixed)
+data.write(snakemake.output.trajectories, trajectories)

@@ -8,13 +8,18 @@ share one cosine schedule over the whole budget, U x rounds x per_round steps.
 import torch
 
 from golf import data, nnp, train
-from golf.workflow import log_to, train_settings
+from golf.labels import ProvenanceError, common_provenance
+from golf.workflow import log_to, train_settings, user_errors
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 d0 = data.read(snakemake.input.d0)
 rounds = [data.read(path) for path in snakemake.input.labels]
+# One oracle for all training labels: D0's and every round's (or a config key allows a mix).
+sources = {snakemake.input.d0: d0} | dict(zip(snakemake.input.labels, rounds, strict=True))
+with user_errors(ProvenanceError):
+    common_provenance(sources, allow_mixed=params.allow_mixed)
 new = data.concat(rounds)
 added = sum(c.labelled for c in rounds[-1].conformers)
 u = params.utd_ratio

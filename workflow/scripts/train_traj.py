@@ -7,13 +7,19 @@ the trajectories, and the number of gradient steps equals the GOLF rounds' (U x 
 import torch
 
 from golf import data, nnp, train
+from golf.labels import ProvenanceError, common_provenance
 from golf.oracle_optimize import extra_frames
-from golf.workflow import log_to, train_settings
+from golf.workflow import log_to, train_settings, user_errors
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 d0 = data.read(snakemake.input.d0)
-trajectories = extra_frames(data.read(snakemake.input.trajectories))
+optimisations = data.read(snakemake.input.trajectories)
+# One oracle for D0 and the trajectories (or a config key allows a mix).
+sources = {snakemake.input.d0: d0, snakemake.input.trajectories: optimisations}
+with user_errors(ProvenanceError):
+    common_provenance(sources, allow_mixed=snakemake.params.allow_mixed)
+trajectories = extra_frames(optimisations)
 pool = data.concat([d0, trajectories])
 settings = train_settings(snakemake.params.train, steps=snakemake.params.steps)
 model = nnp.load_model(snakemake.input.model)
