@@ -163,3 +163,30 @@ def test_painn_seed_and_bad_sizes():
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
     with pytest.raises(nnp.NNPError, match="positive"):
         build_painn(["H"], self_energies="zero", n_atom_basis=0)
+
+
+def test_training_a_small_painn_lowers_validation_loss_reproducibly():
+    from test_train import synthetic_dataset  # harmonic bonds on RDKit geometries, no Psi4
+
+    from golf.nnp import fit_self_energies
+    from golf.train import TrainSettings, train
+
+    d0 = synthetic_dataset(n_conf=4)
+    elements = ["H", "C", "N", "O"]
+    model = build_painn(
+        elements, self_energies=fit_self_energies(d0, elements), n_atom_basis=16, n_interactions=2, n_rbf=8, seed=0
+    )
+    settings = TrainSettings(steps=30, batch_size=8, lr=3e-3, eval_every=15, val_fraction=0.2, seed=1, device="cpu")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = train(model, d0, None, settings, progress=False)
+        b = train(model, d0, None, settings, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    val = a.history["val_loss"].to_numpy()
+    assert val[1:].min() < 0.5 * val[0]
+    assert a.model.architecture == "painn"
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True)
+    )
