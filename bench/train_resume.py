@@ -9,10 +9,10 @@ drug-like molecules (``--large``, about 20-45 atoms), at the config's batch size
 - ours: the same run writing a checkpoint every ``--every`` steps (default 1, so the difference
   is the cost of one checkpoint write, printed with its share at the default of 1000 steps).
 
-Each is timed at two lengths (``--steps`` and twice that) and the difference is divided by the
-extra steps, so start-up (pools, the step-0 evaluation) cancels out. Validation is off
-(``val_fraction = 0``). The best of the repeats is reported, in wall and CPU time: the machine
-is shared. The rate sizes SLURM runtimes: a training job needs steps / rate seconds plus start-up.
+Each run writes a metrics row every 5 steps; the median of the per-step times of these
+intervals, over ``--repeats`` runs, is reported (start-up and the bursts of other work on a
+shared machine drop out), with the 10th percentile and the CPU time per step. Validation is off
+(``val_fraction = 0``). The rate sizes SLURM runtimes: a training job needs steps / rate seconds plus start-up.
 
     .venv/bin/python bench/train_resume.py [--config config/config.yaml] [--large] [--batch 64]
         [--threads 1] [--steps 40] [--every 1] [--repeats 2]
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
@@ -70,11 +71,16 @@ def dataset(smiles: list[str], per_molecule: int, seed: int) -> Dataset:
     return Dataset(molecules, conformers, {"level_of_theory": "mmff94"})
 
 
-def timed(model, d0, settings: TrainSettings, checkpoint, every: int) -> np.ndarray:
-    """(wall, CPU) seconds of one training run; CPU time is what a busy shared machine disturbs less."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    train(model, d0, None, settings, progress=False, checkpoint=checkpoint, checkpoint_every=every)
-    return np.array([time.perf_counter() - t0, time.process_time() - c0])
+def step_times(model, d0, settings: TrainSettings, checkpoint, every: int, csv: Path) -> tuple[np.ndarray, float]:
+    """Seconds per step of each metrics interval (from the CSV's elapsed_s), and CPU seconds per step.
+
+    Per-interval times let the median ignore the bursts of other work on a shared machine.
+    """
+    c0 = time.process_time()
+    train(model, d0, None, settings, metrics_csv=csv, progress=False, checkpoint=checkpoint, checkpoint_every=every)
+    cpu = (time.process_time() - c0) / settings.steps
+    h = pd.read_csv(csv)
+    return np.diff(h["elapsed_s"].to_numpy()) / np.diff(h["step"].to_numpy()), cpu
 
 
 def main() -> None:
@@ -94,10 +100,10 @@ def main() -> None:
         smiles = list(LARGE)
     else:
         smiles = [spec.smiles for spec in read_molecule_list(config["molecules"])[0]]
-    d0 = dataset(smiles, per_molecule=4, seed=0)
-    model = new_model(config, d0)
     t = config["train"]
     batch = args.batch or t["batch_size"]
+    d0 = dataset(smiles, per_molecule=max(4, -(-batch // len(smiles))), seed=0)  # at least one full batch
+    model = new_model(config, d0)
     n_atoms = np.array([len(c.species) for c in d0.conformers])
     n_params = sum(p.numel() for p in model.parameters())
     print(
@@ -106,38 +112,41 @@ def main() -> None:
         f" max {n_atoms.max()}; batch {batch}, {args.threads} thread(s), device cpu"
     )
 
-    def settings(steps: int) -> TrainSettings:
-        keys = ("lr", "lr_min_factor", "rho", "grad_clip", "seed")
-        return TrainSettings(
-            steps=steps,
-            batch_size=batch,
-            val_fraction=0.0,
-            eval_every=10 * steps,
-            device="cpu",
-            **{k: t[k] for k in keys},
-        )
-
-    short, long = settings(args.steps), settings(2 * args.steps)
-    timed(model, d0, settings(3), None, 1)  # warm-up: first-call costs of TorchANI and the allocator
-    best = {"peer": np.full(2, np.inf), "ours": np.full(2, np.inf)}  # (wall, CPU) seconds per step
+    keys = ("lr", "lr_min_factor", "rho", "grad_clip", "seed")
+    run = TrainSettings(
+        steps=args.steps,
+        batch_size=batch,
+        val_fraction=0.0,  # no validation: the metrics rows then time training steps only
+        eval_every=5,
+        device="cpu",
+        **{k: t[k] for k in keys},
+    )
+    times = {"peer": [], "ours": []}
+    cpu = {"peer": [], "ours": []}
     with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "metrics.csv"
+        warm = TrainSettings(**{**run.__dict__, "steps": 3})
+        step_times(model, d0, warm, None, 1, csv)  # first-call costs of TorchANI and the allocator
         for _ in range(args.repeats):
             for name, path in (("peer", None), ("ours", Path(tmp) / "train.ckpt")):
-                t_short = timed(model, d0, short, path, args.every)
-                t_long = timed(model, d0, long, path, args.every)
-                best[name] = np.minimum(best[name], (t_long - t_short) / args.steps)
-    (peer_wall, peer_cpu), (ours_wall, ours_cpu) = best["peer"], best["ours"]
-    write = max(0.0, ours_wall - peer_wall) * args.every  # seconds per checkpoint
-    # model + Adam's two moments (+ the best model once validation runs), float32
-    size_mb = 3 * 4 * n_params / 1e6
-    print(f"peer (no checkpoint)        : {1 / peer_wall:8.2f} steps/s wall ({peer_wall * 1e3:.1f} ms/step)")
-    print(f"                              {1 / peer_cpu:8.2f} steps/s of CPU time ({peer_cpu * 1e3:.1f} ms/step)")
-    print(f"ours (checkpoint every {args.every:>4}): {1 / ours_wall:8.2f} steps/s wall ({ours_wall * 1e3:.1f} ms/step)")
-    print(f"                              {1 / ours_cpu:8.2f} steps/s of CPU time ({ours_cpu * 1e3:.1f} ms/step)")
-    print(f"ours / peer (wall)          : {peer_wall / ours_wall:8.3f}")
+                per_step, cpu_per_step = step_times(model, d0, run, path, args.every, csv)
+                times[name].extend(per_step)
+                cpu[name].append(cpu_per_step)
+    peer, ours = np.median(times["peer"]), np.median(times["ours"])
+    write = max(0.0, ours - peer) * args.every  # seconds per checkpoint
+    size_mb = 3 * 4 * n_params / 1e6  # the model and Adam's two moments, float32 (+ the best model with validation)
+    print(
+        f"peer (no checkpoint)        : {1 / peer:8.2f} steps/s ({peer * 1e3:.1f} ms/step median wall,"
+        f" {np.percentile(times['peer'], 10) * 1e3:.1f} 10th percentile, {min(cpu['peer']) * 1e3:.1f} CPU)"
+    )
+    print(
+        f"ours (checkpoint every {args.every:>4}): {1 / ours:8.2f} steps/s ({ours * 1e3:.1f} ms/step median wall,"
+        f" {np.percentile(times['ours'], 10) * 1e3:.1f} 10th percentile, {min(cpu['ours']) * 1e3:.1f} CPU)"
+    )
+    print(f"ours / peer                 : {peer / ours:8.3f}")
     print(f"one checkpoint write        : {write * 1e3:8.1f} ms (about {size_mb:.1f} MB)")
-    print(f"its share at every=1000     : {write / (write + 1000 * peer_wall):8.4f}")
-    print(f"hours per 10^5 steps (wall) : {1e5 * peer_wall / 3600:8.2f}")
+    print(f"its share at every=1000     : {write / (write + 1000 * peer):8.4f}")
+    print(f"hours per 10^5 steps        : {1e5 * peer / 3600:8.2f}")
 
 
 if __name__ == "__main__":
