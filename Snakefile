@@ -14,10 +14,11 @@ report: "rules/report/workflow.rst"
 
 
 wildcard_constraints:
-    set=r"[A-Za-z0-9_-]+",
+    set=r"[A-Za-z0-9_.-]+",
     scatteritem=r"\d+-of-\d+",
     round=r"\d+",
-    model=r"[A-Za-z0-9_-]+",
+    # an evaluation: a model name, or "<model>.capped-<x>" for its capped protocol
+    model=r"[A-Za-z0-9_-]+(\.capped-[0-9.e+-]+)?",
     k=r"\d+",
 
 

@@ -6,6 +6,7 @@ import shutil
 # The package is installed where Snakemake runs (`pip install -e .`) and into each conda env
 # (envs/*.post-deploy.sh installs this checkout, found through GOLF_SOURCE).
 from golf.config import ConfigError, golf_budget, traj_budget, validate
+from golf.evaluate import protocol_name
 
 os.environ.setdefault(
     "GOLF_SOURCE", os.path.dirname(os.path.abspath(workflow.main_snakefile))
@@ -48,8 +49,36 @@ def model_names():
     return names
 
 
+# Evaluation protocols (golf.evaluate.protocol_name): the paper's L-BFGS without a cap first; a
+# configured golf.max_displacement adds a second, labelled row set "capped-<x>" of every NNP.
+PROTOCOLS = [None] + (
+    [config["golf"]["max_displacement"]]
+    if config["golf"]["max_displacement"] is not None
+    else []
+)
+
+
+def evaluation_name(model, max_displacement=None):
+    """The name of one evaluation: the model's for the paper's protocol, "<model>.capped-<x>"
+    for a capped one (the paper protocol's paths stay those of the model)."""
+    if max_displacement is None:
+        return model
+    return f"{model}.{protocol_name(max_displacement)}"
+
+
+def evaluation_cap(wildcards):
+    """The step cap (Angstrom) of an evaluation named by wildcards.model, None for the paper's."""
+    _, _, protocol = wildcards.model.partition(".")
+    return float(protocol.removeprefix("capped-")) if protocol else None
+
+
+def evaluation_model(wildcards):
+    return wildcards.model.partition(".")[0]
+
+
 def evaluated_names():
-    return model_names() + ["mmff"]
+    nnps = [evaluation_name(m, cap) for cap in PROTOCOLS for m in model_names()]
+    return nnps + ["mmff"]
 
 
 def get_final_outputs():
@@ -108,7 +137,8 @@ def get_round_labels(wildcards):
 
 
 def get_model_for_eval(wildcards):
-    return [] if wildcards.model == "mmff" else f"results/models/{wildcards.model}.pt"
+    model = evaluation_model(wildcards)
+    return [] if model == "mmff" else f"results/models/{model}.pt"
 
 
 def get_eval_gpus(wildcards):

@@ -21,7 +21,9 @@ rule eval_optimize:
     params:
         evaluation=config["evaluation"],
         device=config["nnp"]["device"],
-        max_displacement=config["golf"]["max_displacement"],
+        model=evaluation_model,
+        # None: the paper's protocol (no cap), whatever the model was trained with.
+        max_displacement=evaluation_cap,
     script:
         "../workflow/scripts/eval_optimize.py"
 
@@ -42,6 +44,8 @@ rule eval_table:
     resources:
         mem_mb=scaled(2000),
         runtime=scaled(10),
+    params:
+        model=evaluation_model,
     script:
         "../workflow/scripts/eval_table.py"
 
@@ -61,6 +65,8 @@ rule report:
         ),
         table="results/report/summary.csv",
         steps="results/report/steps.csv",
+        paired="results/report/paired.csv",
+        unconverged="results/report/unconverged_references.csv",
         plots=report(
             expand(
                 "results/report/{plot}.{ext}", plot=REPORT_PLOTS, ext=["png", "svg"]

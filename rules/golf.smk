@@ -76,6 +76,7 @@ rule golf_train:
         utd_ratio=config["golf"]["utd_ratio"],
         budget=golf_budget(config),
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
+        max_displacement=config["golf"]["max_displacement"],
     script:
         "../workflow/scripts/golf_train.py"
 

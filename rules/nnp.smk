@@ -19,5 +19,6 @@ rule train_baseline:
     params:
         model=model_params(),
         train=train_params(),
+        max_displacement=config["golf"]["max_displacement"],
     script:
         "../workflow/scripts/train_baseline.py"

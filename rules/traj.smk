@@ -77,5 +77,6 @@ rule train_traj:
         train=train_params(),
         steps=config["golf"]["utd_ratio"] * max(golf_budget(config), 1),
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
+        max_displacement=config["golf"]["max_displacement"],
     script:
         "../workflow/scripts/train_traj.py"

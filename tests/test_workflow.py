@@ -320,3 +320,12 @@ def test_reordered_config_keys_rerun_nothing(touched_study, tmp_path):
 
     config = _tiny_config_with(tmp_path, "reordered", reverse)
     assert "Nothing to be done" in _snakemake_with(touched_study, config, "-n")
+
+
+def test_a_step_cap_adds_a_labelled_capped_evaluation_beside_the_papers(touched_study, tmp_path):
+    config = _tiny_config_with(tmp_path, "cap", lambda c: c["golf"].update(max_displacement=0.05))
+    jobs = _scheduled(touched_study, config)
+    # Every NNP gets both protocols; the paper's keeps the model's own paths, MMFF has no cap.
+    for model in ("baseline", "golf-1"):
+        assert {f"label_chunk:eval-{model}", f"label_chunk:eval-{model}.capped-0.05"} <= jobs, jobs
+    assert not {j for j in jobs if j.startswith("label_chunk:eval-mmff.")}

@@ -1,4 +1,8 @@
-"""Rule eval_optimize: a model's optimisation of every test conformation, frames at the eval steps."""
+"""Rule eval_optimize: a model's optimisation of every test conformation, frames at the eval steps.
+
+The protocol is the evaluation's, not the checkpoint's: the paper's L-BFGS without a cap, or
+the capped row set "<model>.capped-<x>" (params.max_displacement).
+"""
 
 import torch
 
@@ -7,18 +11,20 @@ from golf.workflow import log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-settings = snakemake.params.evaluation
+params = snakemake.params
+settings = params.evaluation
 starts, _ = evaluate.test_set(data.read(snakemake.input.reference))
-if snakemake.wildcards.model == "mmff":
+if params.model == "mmff":
     frames = evaluate.mmff_frames(starts, settings["timelimit"])
 else:
-    model = nnp.load_model(snakemake.input.model, device=nnp.resolve_device(snakemake.params.device))
+    model = nnp.load_model(snakemake.input.model, device=nnp.resolve_device(params.device))
     frames = evaluate.nnp_frames(
         model,
         starts,
         settings["timelimit"],
         sorted(settings["steps"]),
-        max_displacement=snakemake.params.max_displacement,
+        max_displacement=params.max_displacement,
     )
-frames.attrs.update(kind="evaluation_frames", model=snakemake.wildcards.model)
+# The labelling keeps these attributes: the report groups evaluations by (protocol, model, seed).
+frames.attrs.update(kind="evaluation_frames", model=params.model)
 data.write(snakemake.output.frames, frames)

@@ -6,5 +6,6 @@ from golf.workflow import log_to
 log_to(snakemake.log[0])
 starts, minima = evaluate.test_set(data.read(snakemake.input.reference))
 frames = data.read(snakemake.input.labels)
-table = evaluate.per_step_table(snakemake.wildcards.model, frames, starts, minima)
+# The protocol column comes from the frames' attrs["protocol"] (written by eval_optimize).
+table = evaluate.per_step_table(snakemake.params.model, frames, starts, minima)
 table.to_csv(snakemake.output.per_step, index=False)

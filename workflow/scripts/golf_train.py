@@ -7,7 +7,7 @@ share one cosine schedule over the whole budget, U x rounds x per_round steps.
 
 import torch
 
-from golf import data, nnp, train
+from golf import data, nnp, optimize, train
 from golf.labels import ProvenanceError, common_provenance
 from golf.workflow import log_to, train_settings, user_errors
 
@@ -32,4 +32,7 @@ settings = train_settings(
 model = nnp.load_model(snakemake.input.model)
 result = train.train(model, d0, new, settings, metrics_csv=snakemake.output.metrics)
 result.model.meta["extra_oracle_calls"] = sum(c.labelled for c in new.conformers)
+# How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
+# the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
+result.model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=snakemake.params.max_displacement)
 nnp.save_model(snakemake.output.model, result.model)

@@ -6,7 +6,7 @@ the trajectories, and the number of gradient steps equals the GOLF rounds' (U x 
 
 import torch
 
-from golf import data, nnp, train
+from golf import data, nnp, optimize, train
 from golf.labels import ProvenanceError, common_provenance
 from golf.oracle_optimize import extra_frames
 from golf.workflow import log_to, train_settings, user_errors
@@ -25,4 +25,7 @@ settings = train_settings(snakemake.params.train, steps=snakemake.params.steps)
 model = nnp.load_model(snakemake.input.model)
 result = train.train(model, pool, None, settings, metrics_csv=snakemake.output.metrics)
 result.model.meta["extra_oracle_calls"] = len(trajectories)
+# How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
+# the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
+result.model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=snakemake.params.max_displacement)
 nnp.save_model(snakemake.output.model, result.model)
