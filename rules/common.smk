@@ -219,8 +219,10 @@ def oracle_params():
 def model_params():
     """What golf.workflow.new_model reads: a config-shaped mapping of the model's settings."""
     oracle = config["oracle"]
+    # baseline_model is no setting of a trained model (and must not rerun existing baselines).
+    nnp = {k: v for k, v in config["nnp"].items() if k != "baseline_model"}
     return {
-        "nnp": config["nnp"],
+        "nnp": nnp,
         "elements": config["elements"],
         "oracle": {"method": oracle["method"], "basis": oracle["basis"]},
         "train": config["train"],

@@ -329,3 +329,28 @@ def test_a_step_cap_adds_a_labelled_capped_evaluation_beside_the_papers(touched_
     for model in ("baseline", "golf-1"):
         assert {f"label_chunk:eval-{model}", f"label_chunk:eval-{model}.capped-0.05"} <= jobs, jobs
     assert not {j for j in jobs if j.startswith("label_chunk:eval-mmff.")}
+
+
+def _saved_model(path: Path, elements) -> Path:
+    from golf import nnp
+
+    nnp.save_model(path, nnp.build_model(elements, self_energies="zero", layer_dims=(8,), seed=0))
+    return path
+
+
+def test_a_configured_baseline_model_is_imported_not_trained(tmp_path):
+    model = _saved_model(tmp_path / "authors.pt", ["H", "C", "N", "O", "F", "S", "Cl"])
+    config = _tiny_config_with(tmp_path, "byo-model", lambda c: c["nnp"].update(baseline_model=str(model)))
+    jobs = _scheduled(tmp_path / "study", config)
+    assert {"import_baseline", "golf_train", "train_traj"} <= jobs
+    assert "train_baseline" not in jobs
+
+
+def test_an_imported_baseline_must_cover_the_configs_elements(tmp_path):
+    from golf.nnp import NNPError
+    from golf.workflow import imported_baseline
+
+    path = _saved_model(tmp_path / "hco.pt", ["H", "C", "O"])
+    assert imported_baseline(path, ["H", "C"]).meta["imported_from"] == str(path)
+    with pytest.raises(NNPError, match=r"no network for element\(s\) N, S"):
+        imported_baseline(path, ["H", "C", "N", "O", "S"])

@@ -100,6 +100,24 @@ def new_model(config: dict, d0):
     )
 
 
+def imported_baseline(path: str | Path, elements):
+    """The study's baseline from an existing checkpoint (config ``nnp.baseline_model``, e.g. the
+    authors' baseline through ``golf import-model``), untrained here: its path goes into
+    ``meta["imported_from"]``. A model without a network for one of the study's ``elements``
+    could not optimise every molecule the study keeps, so that is an error naming them."""
+    from golf import nnp
+
+    model = nnp.load_model(path)
+    missing = [e for e in elements if e not in model.elements]
+    if missing:
+        raise nnp.NNPError(
+            f"nnp.baseline_model {path}: no network for element(s) {', '.join(missing)} of the config's"
+            f" elements; the model covers {' '.join(model.elements)} (set elements to a subset of these)"
+        )
+    model.meta["imported_from"] = str(path)
+    return model
+
+
 def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_total: int | None = None):
     """TrainSettings from a rule's ``train`` params (keys ``train``, ``device``,
     ``initial_conf_pct``: rules/common.smk ``train_params``) for a number of gradient steps."""
