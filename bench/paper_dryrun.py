@@ -18,12 +18,20 @@ without the full DAG. Then the oracle calls the config implies and their core-ho
 of one DFT call at the paper's level: 590 CPU-s (golf-paper.md §8, paper §4; ``--dft-cpu-s``
 for a measured figure).
 
+The rules open no data file while the DAG is built (input functions only name paths), so the
+data's size matters to the jobs, not to the dry run; the DAG grows with golf.rounds x
+oracle.chunks. ``snakemake`` applies the workflow's profile (profiles/default) as it would for a
+user. ``--traj-steps`` and ``--ref-steps`` (mean DFT optimisation length, default the paper's
+~100 Cartesian steps, §4) and ``--train-rate`` (steps/s from bench/train_resume.py) size the
+per-job work printed last: the figures that SLURM runtimes must cover.
+
 ``--scale s`` simulates a fraction s of the paper's run: data sizes, golf.rounds,
 oracle.chunks and traj.budget times s (rounded up), so the job count grows about as s^2
 (rounds x chunks). Several values measure how the dry run scales:
 
     .venv/bin/python bench/paper_dryrun.py                      # the paper's size
     .venv/bin/python bench/paper_dryrun.py --scale 0.1 0.3 1.0  # scaling
+    .venv/bin/python bench/paper_dryrun.py --dft-cpu-s 590 --train-rate 0.07
 """
 
 from __future__ import annotations
@@ -111,8 +119,11 @@ def scaled_overrides(paper: dict, scale: float) -> dict:
     }
 
 
-def snakemake(workdir: Path, configfiles: list[Path], data: dict, targets: list[str]) -> tuple[str, float, float]:
-    """Run a Snakemake dry run; its output, wall seconds and peak memory (MiB, the child's maxrss)."""
+def snakemake(workdir: Path, configfiles: list[Path], data: dict, targets: list[str]) -> tuple[str, dict]:
+    """Run a Snakemake dry run; its output and cost: wall and CPU seconds, peak memory (MiB, maxrss).
+
+    CPU time is what the DAG costs on an idle login node; wall time also counts waiting for a
+    core on a shared machine."""
     cmd = [
         str(Path(sys.executable).parent / "snakemake"),
         *targets,
@@ -142,7 +153,7 @@ def snakemake(workdir: Path, configfiles: list[Path], data: dict, targets: list[
         text = out.read()
     if proc.returncode != 0:
         raise SystemExit(f"snakemake failed ({proc.returncode}):\n{' '.join(cmd)}\n{text[-4000:]}")
-    return text, wall, usage.ru_maxrss / 1024
+    return text, {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "mib": usage.ru_maxrss / 1024}
 
 
 def job_counts(text: str) -> Counter:
@@ -181,6 +192,32 @@ def oracle_calls(cfg: dict, n_d0: int, n_test: int, jobs: Counter, traj_steps: i
     }
 
 
+def final_models_evaluation(cfg: dict, n_test: int) -> int:
+    """Evaluation calls if only the paper's models were evaluated: baseline, the last GOLF round,
+    traj-k and MMFF (the workflow evaluates every round's model)."""
+    models = 4 if cfg["golf"]["rounds"] else 2
+    return models * n_test * len(cfg["evaluation"]["steps"])
+
+
+def job_work(cfg: dict, n_d0: int, n_test: int, traj_steps: int, ref_steps: int) -> dict:
+    """Work of one job of each oracle and training rule: DFT calls, or gradient steps."""
+    chunks, golf = cfg["oracle"]["chunks"], cfg["golf"]
+    k, steps = golf_config.traj_budget(cfg), len(cfg["evaluation"]["steps"])
+    work = {}
+    if not cfg["data"]["d0"]:
+        work["label_chunk, set d0 (calls)"] = -(-n_d0 // chunks)
+    work["label_chunk, set round-r (calls)"] = -(-golf["per_round"] // chunks)
+    work["label_chunk, set eval-model (calls)"] = -(-n_test * steps // chunks)
+    if not cfg["data"]["test_minima"]:
+        work["oracle_optimize, set reference (calls)"] = -(-n_test // chunks) * (ref_steps + 1)
+    work["oracle_optimize, set traj (calls)"] = math.ceil(-(-k // chunks) / traj_steps) * traj_steps
+    u = golf["utd_ratio"]
+    work["train_baseline (steps)"] = cfg["train"]["baseline_steps"]
+    work["golf_train (steps)"] = u * golf["per_round"]  # U per new label of the round
+    work["train_traj (steps)"] = u * max(golf_config.golf_budget(cfg), 1)
+    return work
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
@@ -188,6 +225,9 @@ def main() -> None:
     ap.add_argument("--dft-cpu-s", type=float, default=PAPER_DFT_CPU_S, help="CPU-s per DFT call (paper §4: 590)")
     ap.add_argument("--traj-steps", type=int, default=PAPER_TRAJ_STEPS, help="mean DFT trajectory length")
     ap.add_argument("--ref-steps", type=int, default=PAPER_TRAJ_STEPS, help="mean steps of a reference optimisation")
+    ap.add_argument(
+        "--train-rate", type=float, default=None, help="training steps/s (bench/train_resume.py) for job hours"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if any(not 0 < s <= 1 for s in args.scale):
@@ -210,8 +250,8 @@ def main() -> None:
             cfg = golf_config.validate(copy.deepcopy({**paper, **overrides, "data": data}))  # fills in defaults
             n_d0, n_test = math.ceil(D0_CONFORMATIONS * scale), math.ceil(TEST_CONFORMATIONS * scale)
 
-            _, peer_wall, peer_mem = snakemake(tmp, configs, data, ["results/imported/d0.h5"])
-            text, wall, mem = snakemake(tmp, configs, data, [])
+            _, peer = snakemake(tmp, configs, data, ["results/imported/d0.h5"])
+            text, full = snakemake(tmp, configs, data, [])
             jobs = job_counts(text)
 
             print(
@@ -225,13 +265,15 @@ def main() -> None:
                 print(f"  {rule:<22}{n:>8}")
             total = sum(jobs.values())
             print(f"  {'total':<22}{total:>8}")
-            print(f"dry run, whole DAG         : {wall:8.1f} s wall, {mem:7.0f} MiB peak RSS")
-            print(f"peer, one-job DAG          : {peer_wall:8.1f} s wall, {peer_mem:7.0f} MiB peak RSS")
-            dag_s, dag_mib = wall - peer_wall, mem - peer_mem
+            for name, run in (("dry run, whole DAG", full), ("peer, one-job DAG", peer)):
+                print(f"{name:<27}: {run['wall']:8.1f} s wall, {run['cpu']:6.1f} s CPU, {run['mib']:6.0f} MiB peak RSS")
+            cost = {key: full[key] - peer[key] for key in full}
             print(
-                f"DAG cost over the peer     : {dag_s:8.1f} s ({dag_s / total * 1e3:.2f} ms/job),"
-                f" {dag_mib:.0f} MiB ({dag_mib / total * 1024:.1f} KiB/job)"
+                f"DAG cost over the peer     : {cost['wall']:8.1f} s wall, {cost['cpu']:6.1f} s CPU,"
+                f" {cost['mib']:6.0f} MiB; per job {cost['wall'] / total * 1e3:.2f} ms wall,"
+                f" {cost['cpu'] / total * 1e3:.2f} ms CPU, {cost['mib'] / total * 1024:.1f} KiB"
             )
+            print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
             calls = oracle_calls(cfg, n_d0, n_test, jobs, args.traj_steps, args.ref_steps)
             print(
@@ -243,6 +285,27 @@ def main() -> None:
             n = sum(calls.values())
             years = n * args.dft_cpu_s / 3600 / 24 / 365
             print(f"  {'total':<38}{n:>11,} calls {n * args.dft_cpu_s / 3600:>13,.0f} core-h ({years:.1f} CPU-years)")
+            final = final_models_evaluation(cfg, n_test)
+            print(
+                f"  {'(evaluation of the final models only)':<38}{final:>11,} calls"
+                f" {final * args.dft_cpu_s / 3600:>13,.0f} core-h"
+            )
+
+            # A label's wall time is its CPU time over the worker's threads (paper: 4 threads, ~150 s).
+            label_h = args.dft_cpu_s / cfg["oracle"]["threads"] / 3600
+            print(
+                f"work of one job (a label: {label_h * 3600:.0f} s wall at oracle.threads {cfg['oracle']['threads']};"
+                f" training at {args.train_rate or 'no --train-rate'} steps/s):"
+            )
+            for what, n in job_work(cfg, n_d0, n_test, args.traj_steps, args.ref_steps).items():
+                hours = (
+                    n * label_h
+                    if what.endswith("(calls)")
+                    else (n / args.train_rate / 3600 if args.train_rate else None)
+                )
+                print(f"  {what:<38}{n:>11,} {'' if hours is None else f'{hours:10.1f} h'}")
+            empty = max(0, cfg["oracle"]["chunks"] - cfg["golf"]["per_round"])
+            print(f"  label_chunk jobs of a round with no row: {empty} of {cfg['oracle']['chunks']}")
 
 
 if __name__ == "__main__":
