@@ -42,10 +42,15 @@ def nnp_gpus():
     return int(device.startswith("cuda"))
 
 
+RANDOM_CONTROL = config["control"]["random"]
+
+
 def model_names():
     names = ["baseline"] + [f"golf-{r}" for r in ROUNDS]
     if ROUNDS:
         names.append(f"traj-{TRAJ_K}")
+    if RANDOM_CONTROL:
+        names += [f"random-{r}" for r in ROUNDS]
     return names
 
 
@@ -106,6 +111,8 @@ def get_labelling_input(wildcards):
         return get_conformers("train")
     if wildcards.set.startswith("round-"):
         return f"results/rounds/{wildcards.set.removeprefix('round-')}/selected.h5"
+    if wildcards.set.startswith("random-"):
+        return f"results/rounds/{wildcards.set.removeprefix('random-')}/random.h5"
     if wildcards.set.startswith("eval-"):
         return f"results/eval/{wildcards.set.removeprefix('eval-')}/frames.h5"
     raise WorkflowError(f"unknown labelling set {wildcards.set!r}")
@@ -134,6 +141,23 @@ def get_previous_model(wildcards):
 def get_round_labels(wildcards):
     """Labels of every round up to and including this one (round r reads rounds <= r only)."""
     return [f"results/labels/round-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
+
+
+def get_previous_random(wildcards):
+    """The random control chains like GOLF: random-(r-1) -> random-r, from the baseline."""
+    r = int(wildcards.round)
+    return (
+        "results/models/baseline.pt" if r == 1 else f"results/models/random-{r - 1}.pt"
+    )
+
+
+def get_random_labels(wildcards):
+    return [f"results/labels/random-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
+
+
+def get_random_seed(wildcards):
+    """The control's draw, a different reproducible stream every round (as golf_optimize's)."""
+    return config["golf"]["seed"] * 1000 + int(wildcards.round)
 
 
 def get_model_for_eval(wildcards):

@@ -81,6 +81,47 @@ rule golf_train:
         "../workflow/scripts/golf_train.py"
 
 
+# The random-selection control (issue 13.8, not in the paper): round r labels a random frame of
+# the same NNP trajectories GOLF round r produced (rounds/{r}/trajectories.h5, explored by
+# golf-(r-1)), so the two differ only in which frame goes to the oracle, at the same budget;
+# random-r is then trained exactly as golf-r (same U, same schedule), from random-(r-1).
+rule random_select:
+    input:
+        trajectories="results/rounds/{round}/trajectories.h5",
+    output:
+        selected="results/rounds/{round}/random.h5",
+    log:
+        "logs/random/{round}/select.log",
+    benchmark:
+        "benchmarks/random/{round}/select.tsv"
+    conda:
+        "../envs/chem.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
+    params:
+        mmff_threshold=config["golf"]["mmff_threshold"],
+        seed=get_random_seed,
+    script:
+        "../workflow/scripts/random_select.py"
+
+
+use rule golf_train as random_train with:
+    input:
+        model=get_previous_random,
+        d0=get_d0(),
+        labels=get_random_labels,
+    output:
+        model="results/models/random-{round}.pt",
+        metrics="results/models/random-{round}.metrics.csv",
+    log:
+        "logs/random/{round}/train.log",
+    benchmark:
+        "benchmarks/random/{round}/train.tsv"
+    priority: 0
+
+
 rule golf_round_stats:
     input:
         trajectories="results/rounds/{round}/trajectories.h5",

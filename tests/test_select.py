@@ -5,7 +5,13 @@ import pytest
 
 from golf import data
 from golf.data import Conformer, Dataset, Molecule
-from golf.select import END_REASONS, select_conformation, select_from_trajectories, trajectory_end
+from golf.select import (
+    END_REASONS,
+    select_conformation,
+    select_from_trajectories,
+    select_random_from_trajectories,
+    trajectory_end,
+)
 
 T = 5
 
@@ -80,11 +86,11 @@ def test_repaired_chosen_frame_is_skipped_other_repairs_do_not_matter():
     assert sel.index == 2 and sel.status == "unlabelled"
 
 
-def _trajectories() -> Dataset:
+def _trajectories(specs=None) -> Dataset:
     """Three hand-made trajectories of water, as golf.explore stores them (frames interleaved)."""
     z = [8, 1, 1]
     base = np.array([[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])
-    specs = [
+    specs = specs or [
         # traj, start_row, MMFF energies, repaired, end reason
         (0, 4, [5.0, 4.0, 3.0, 3.5], [0, 0, 0, 0], "mmff_rise"),  # chosen: step 2
         (1, 0, [5.0, 4.0, 400.0], [0, 0, 0], "mmff_rise"),  # skipped: post-step MMFF high
@@ -135,3 +141,48 @@ def test_select_from_trajectories_one_row_per_trajectory(tmp_path):
     assert all(np.isnan(c.energy) and c.forces is None for c in selected)  # to be labelled
     assert selected.molecules == {0: Molecule(0, "O", "water")}
     data.write(tmp_path / "selected.h5", selected)  # a valid dataset
+
+
+def _long_trajectories() -> Dataset:
+    """Thirty trajectories of 9 frames: MMFF falls then rises at the last step (GOLF picks step 7),
+    with a repaired frame (step 3) and a frame at the MMFF threshold (step 5) the control must not
+    pick; every fourth trajectory ends above the threshold and is skipped by both rules."""
+    specs = []
+    for traj in range(30):
+        mmff = [20.0 - k for k in range(8)] + [500.0 if traj % 4 == 0 else 30.0]
+        mmff[5] = 300.0
+        repaired = [0, 0, 0, 1, 0, 0, 0, 0, 0]
+        specs.append((traj, traj, mmff, repaired, "mmff_rise"))
+    return _trajectories(specs)
+
+
+def test_random_control_selects_from_the_same_trajectories_with_the_same_budget(tmp_path):
+    data.write(tmp_path / "traj.h5", _long_trajectories())
+    trajectories = data.read(tmp_path / "traj.h5")
+    golf = select_from_trajectories(trajectories, mmff_threshold=300.0)
+    control = select_random_from_trajectories(trajectories, seed=7, mmff_threshold=300.0)
+
+    # Same budget: one row per trajectory, exactly GOLF's selected rows go to the oracle.
+    assert len(control) == len(golf) == 30
+    assert [c.status for c in control] == [c.status for c in golf]
+    assert sum(c.status == "unlabelled" for c in control) == 22
+    # Each selected row is a frame of its own trajectory (same start row, coordinates of that step).
+    frames = {(c.props["traj"], c.props["step"]): c for c in trajectories}
+    for row in control:
+        frame = frames[row.props["traj"], row.props["step"]]
+        assert row.props["start_row"] == frame.props["start_row"]
+        np.testing.assert_array_equal(row.coordinates, frame.coordinates)
+    steps = [c.props["step"] for c in control if c.status == "unlabelled"]
+    # Candidates s_0..s_{n-1} less the repaired and threshold frames; random, not GOLF's rule.
+    assert set(steps) <= {0, 1, 2, 4, 6, 7} and len(set(steps)) >= 4
+    assert steps != [c.props["step"] for c in golf if c.status == "unlabelled"]
+    assert control.attrs["kind"] == "random_selection"
+
+
+def test_random_control_is_reproducible_and_seeded():
+    trajectories = _long_trajectories()
+    steps = {
+        seed: [c.props["step"] for c in select_random_from_trajectories(trajectories, seed=seed)] for seed in (1, 2)
+    }
+    assert steps[1] == [c.props["step"] for c in select_random_from_trajectories(trajectories, seed=1)]
+    assert steps[1] != steps[2]

@@ -354,3 +354,18 @@ def test_an_imported_baseline_must_cover_the_configs_elements(tmp_path):
     assert imported_baseline(path, ["H", "C"]).meta["imported_from"] == str(path)
     with pytest.raises(NNPError, match=r"no network for element\(s\) N, S"):
         imported_baseline(path, ["H", "C", "N", "O", "S"])
+
+
+def test_random_control_labels_the_golf_rounds_trajectories_and_is_evaluated(tmp_path):
+    jobs = _scheduled(tmp_path / "study", TINY_CONFIG)
+    assert {"random_select", "random_train", "label_chunk:random-1", "label_chunk:eval-random-1"} <= jobs
+    off = _tiny_config_with(tmp_path, "no-control", lambda c: c.update(control={"random": False}))
+    assert not {j for j in _scheduled(tmp_path / "study", off) if "random" in j}
+
+
+def test_random_control_selects_from_golfs_trajectories_and_trains_like_golf(tmp_path):
+    text = _snakemake_with(tmp_path, TINY_CONFIG, "-n", "results/models/random-1.pt")
+    select = text.split("rule random_select:")[1].split("\n\n")[0]
+    assert "input: results/rounds/1/trajectories.h5" in select  # GOLF round 1's own trajectories
+    train = text.split("rule random_train:")[1].split("\n\n")[0]
+    assert "results/models/baseline.pt" in train and "results/labels/random-1.h5" in train

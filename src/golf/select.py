@@ -73,32 +73,78 @@ def select_conformation(
     return Selection(index, "unlabelled", end_reason)
 
 
+_KEEP = ("traj", "step", "start_row", "round", "end_reason", "mmff_energy")
+
+
+def _ended_trajectories(trajectories: Dataset):
+    """(frames sorted by step, end reason) of every trajectory, in trajectory order."""
+    by_traj: dict[int, list[Conformer]] = defaultdict(list)
+    for c in trajectories.conformers:
+        by_traj[int(c.props["traj"])].append(c)
+    for traj in sorted(by_traj):
+        frames = sorted(by_traj[traj], key=lambda c: c.props["step"])
+        yield frames, END_REASONS[int(frames[-1].props["end_reason"])]
+
+
+def _golf_selection(frames: list[Conformer], end: str, mmff_threshold: float) -> Selection:
+    mmff = [c.props["mmff_energy"] for c in frames]
+    repaired = [bool(c.props["repaired"]) for c in frames]
+    return select_conformation(mmff, repaired, end, mmff_threshold)
+
+
+def _row(chosen: Conformer, status: str) -> Conformer:
+    return Conformer(
+        chosen.molecule_id,
+        chosen.conformer_id,
+        chosen.species,
+        chosen.coordinates,
+        status=status,
+        props={k: chosen.props[k] for k in _KEEP},
+    )
+
+
 def select_from_trajectories(trajectories: Dataset, mmff_threshold: float = 300.0) -> Dataset:
     """One row per trajectory of a GOLF round: the chosen conformation (status "unlabelled", to be
     labelled) or the trajectory's last conformation with the skip status, so that every
     trajectory is accounted for. Rows carry ``traj``, ``step``, ``start_row``, ``round``,
     ``end_reason`` and ``mmff_energy``.
     """
-    by_traj: dict[int, list[Conformer]] = defaultdict(list)
-    for c in trajectories.conformers:
-        by_traj[int(c.props["traj"])].append(c)
     out = Dataset(dict(trajectories.molecules), [], {"kind": "golf_selection"})
-    for traj in sorted(by_traj):
-        frames = sorted(by_traj[traj], key=lambda c: c.props["step"])
-        end = END_REASONS[int(frames[-1].props["end_reason"])]
-        mmff = [c.props["mmff_energy"] for c in frames]
-        repaired = [bool(c.props["repaired"]) for c in frames]
-        selection = select_conformation(mmff, repaired, end, mmff_threshold)
+    for frames, end in _ended_trajectories(trajectories):
+        selection = _golf_selection(frames, end, mmff_threshold)
         chosen = frames[selection.index if selection.index is not None else -1]
-        keep = ("traj", "step", "start_row", "round", "end_reason", "mmff_energy")
-        out.conformers.append(
-            Conformer(
-                chosen.molecule_id,
-                chosen.conformer_id,
-                chosen.species,
-                chosen.coordinates,
-                status=selection.status,
-                props={k: chosen.props[k] for k in keep},
+        out.conformers.append(_row(chosen, selection.status))
+    return out
+
+
+def select_random_from_trajectories(trajectories: Dataset, seed: int, mmff_threshold: float = 300.0) -> Dataset:
+    """The random-selection control (a control the paper lacks): like
+    :func:`select_from_trajectories`, but a selected trajectory sends a uniformly random frame of
+    s_0..s_{n-1} to the oracle instead of the frame before the first MMFF rise.
+
+    Same budget: exactly the trajectories GOLF's rule selects are selected (the others get GOLF's
+    skip row), so both send as many conformations to the oracle. The random frame is drawn among
+    the candidates GOLF's rule could pick, s_0..s_{n-1}, less those it would never label (close
+    atoms repaired, non-finite positions, MMFF energy not below the threshold); GOLF's own pick
+    is always a candidate. Rows carry the same properties; ``seed`` makes the draw reproducible.
+    """
+    rng = np.random.default_rng(seed)
+    out = Dataset(dict(trajectories.molecules), [], {"kind": "random_selection", "seed": int(seed)})
+    for frames, end in _ended_trajectories(trajectories):
+        selection = _golf_selection(frames, end, mmff_threshold)
+        if selection.index is None:
+            out.conformers.append(_row(frames[-1], selection.status))
+            continue
+        candidates = [
+            i
+            for i, c in enumerate(frames[: len(frames) - 1])
+            if i == selection.index
+            or (
+                not c.props["repaired"]
+                and math.isfinite(c.props["mmff_energy"])
+                and c.props["mmff_energy"] < mmff_threshold
+                and np.isfinite(c.coordinates).all()
             )
-        )
+        ]
+        out.conformers.append(_row(frames[candidates[int(rng.integers(len(candidates)))]], "unlabelled"))
     return out
