@@ -179,17 +179,21 @@ def oracle_calls(cfg: dict, n_d0: int, n_test: int, jobs: Counter, traj_steps: i
     # A chunk starts whole trajectories until its share is spent (golf.oracle_optimize), so it
     # runs ceil(share / length) of them; the gather keeps k. Frame 0 is D0's label (a cache hit).
     traj_run = chunks * math.ceil(share / traj_steps) * traj_steps
-    models = jobs["eval_optimize"]  # every model the report compares, MMFF included
-    return {
+    # Each study seed repeats the rounds, the control and traj-k; D0 and the references are shared.
+    seeds = len(cfg.get("study", {}).get("seeds", [0]))
+    models = jobs["eval_optimize"]  # every model the report compares (all seeds, MMFF included)
+    calls = {
         "D0 labels": 0 if cfg["data"]["d0"] else n_d0,
-        "GOLF rounds (K)": golf_config.golf_budget(cfg),
-        f"traj-{k} trajectories (run)": traj_run,
-        # imported test labels are not in the oracle's cache, so the start frame is a call too
-        "reference optimisations": 0 if cfg["data"]["test_minima"] else n_test * (ref_steps + 1),
-        f"evaluation ({models} models x {len(cfg['evaluation']['steps'])} steps)": models
-        * n_test
-        * len(cfg["evaluation"]["steps"]),
+        f"GOLF rounds (K) x {seeds} seed(s)": seeds * golf_config.golf_budget(cfg),
     }
+    if cfg.get("control", {}).get("random"):
+        calls[f"random control x {seeds} seed(s)"] = seeds * golf_config.golf_budget(cfg)
+    calls[f"traj-{k} trajectories run x {seeds} seed(s)"] = seeds * traj_run
+    # imported test labels are not in the oracle's cache, so the start frame is a call too
+    calls["reference optimisations"] = 0 if cfg["data"]["test_minima"] else n_test * (ref_steps + 1)
+    steps = len(cfg["evaluation"]["steps"])
+    calls[f"evaluation ({models} models x {steps} steps)"] = models * n_test * steps
+    return calls
 
 
 def final_models_evaluation(cfg: dict, n_test: int) -> int:
