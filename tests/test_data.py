@@ -300,6 +300,8 @@ def test_read_keeps_whole_arrays_until_rows_are_asked_for(tmp_path):
     assert back.status_counts() == ds.status_counts()
     with pytest.raises(DataError, match="no per-conformation scalar 'charges'"):
         back.column("charges")  # per-atom
+    with pytest.raises(DataError, match="no per-conformation scalar 'energy'"):
+        back.column("energy")  # unknown: a clear error, not a KeyError
     data.write(tmp_path / "b.h5", back)  # straight from the arrays
     assert back._conformers is None
 
