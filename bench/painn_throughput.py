@@ -13,8 +13,8 @@ to a named peer measured in the same run:
   (2) geometry optimisation with PaiNN, in model evaluations per second (conformation-evaluations:
       one batched call of k conformations counts k), ``--opt-conf`` conformations, ``--steps``
       outer steps each:
-        (a) ours: ``golf.optimize.optimize``, all conformations in one batch (exact steps, no
-            close-atom repair: the same semantics as (b)),
+        (a) ours: ``golf.optimize.optimize``, all conformations in one batch or in batches of
+            ``--opt-batch`` (exact steps, no close-atom repair: the same semantics as (b)),
         (b) ``torch.optim.LBFGS(lr=1, max_iter=5, history_size=100)`` molecule by molecule, float32
             positions, as the authors run it,
         (c) ASE's LBFGS molecule by molecule through ``golf.calculator.NNPCalculator``
@@ -27,11 +27,12 @@ PaiNN is the authors' trained GOLF-10k checkpoint (``golf.nnp.import_schnetpack_
 weights keep L-BFGS trajectories molecule-shaped, and the cost of an evaluation does not depend
 on the weights. ANI is untrained (its cost does not depend on the weights either).
 
-Defaults fit about 5 minutes on 2 busy CPU cores; the issue's full protocol is for a GPU:
+Defaults fit about 5 minutes on 2 busy CPU cores (one torch thread: see ``--threads``); batch
+1024 and longer runs are for a GPU:
 
     .venv/bin/python bench/painn_throughput.py
-    .venv/bin/python bench/painn_throughput.py --device cuda --batch-sizes 64,1024 --opt-conf 64 \\
-        --steps 5 --train-steps 30 --repeats 5
+    .venv/bin/python bench/painn_throughput.py --device cuda --batch-sizes 1,64,1024 --steps 5 \\
+        --train-steps 30 --repeats 5
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def throughput(model, conformers: list, batch: int, repeats: int, device: torch.
     b = padded_batch(tiled(conformers, batch))
     species, coords = b.species.to(device), b.coordinates.to(device, torch.float32)
     # an untimed first call: on CPU the first calls at a new size cost up to 3x more (memory
-    # first touched, kernels chosen), measured at batch 4
+    # first touched, kernels chosen; measured at batch 4 and 64)
     model.energies_forces(species, coords)
     best = best_cpu = float("inf")
     for _ in range(repeats):
@@ -109,13 +110,13 @@ def throughput(model, conformers: list, batch: int, repeats: int, device: torch.
 
 
 # ---------------------------------------------------------------- (2) optimisers
-def bench_ours(model, species, coords, steps: int, device: torch.device) -> dict:
+def bench_ours(model, species, coords, steps: int, batch: int, device: torch.device) -> dict:
     from golf.optimize import optimize
 
     ef = Counted(model, device)
     t0, c0 = time.perf_counter(), time.process_time()
     # no close-atom repair (torch.optim.LBFGS has none) and no bond check: (b)'s semantics, timed alone
-    trajs = optimize(ef, species, coords, steps=steps, batch_size=len(species), exact_steps=True, check_bonds=False,
+    trajs = optimize(ef, species, coords, steps=steps, batch_size=batch, exact_steps=True, check_bonds=False,
                      min_distance=0.0, device=device)  # fmt: skip
     _sync(device)
     seconds = time.perf_counter() - t0
@@ -210,28 +211,27 @@ def main(argv=None) -> int:
     p.add_argument("--config", type=Path, default=CONFIG, help="the ANI backbone's config (default config/config.yaml)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument(
-        "--batch-sizes", default="64", help="comma-separated, for (1) (default 64; 1024 needs a GPU's memory)"
+        "--batch-sizes", default="1,64", help="comma-separated, for (1) (default 1,64; 1024 needs a GPU's memory)"
     )
     p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="timed calls per throughput figure after an untimed one, best taken (default 1)",
+        "--repeats", type=int, default=3, help="timed calls per figure of (1) after an untimed one (default 3)"
     )
-    p.add_argument(
-        "--opt-conf", type=int, default=16, help="conformations for (2) (default 16; the issue's 64 on a GPU)"
-    )
+    p.add_argument("--opt-conf", type=int, default=64, help="conformations for (2) (default 64)")
+    p.add_argument("--opt-batch", type=int, default=None, help="our batch size in (2) (default: all of --opt-conf)")
     p.add_argument("--steps", type=int, default=2, help="outer optimiser steps per conformation in (2) (default 2)")
     p.add_argument("--train-batch", type=int, default=64, help="training batch for (3) (default 64)")
-    p.add_argument("--train-steps", type=int, default=2, help="training steps per backbone in (3) (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--train-steps", type=int, default=3, help="training steps per backbone in (3) (default 3)")
+    # One thread by default: on a shared 2-core machine, two OpenMP threads made a batch-1 PaiNN
+    # call 0.07-2.7 s instead of 0.02 s whenever the other core was busy (measured).
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: throughput, optimize, train")
     args = p.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"throughput", "optimize", "train"}:
         p.error(f"--skip: unknown part(s) {', '.join(sorted(skip - {'throughput', 'optimize', 'train'}))}")
-    if min([*batch_sizes, args.repeats, args.opt_conf, args.steps, args.train_batch, args.train_steps]) < 1:
+    sizes = [*batch_sizes, args.repeats, args.opt_conf, args.opt_batch or 1, args.steps, args.train_batch]
+    if min([*sizes, args.train_steps]) < 1:
         p.error("sizes, repeats and steps must be >= 1")
     for path in (args.db, args.checkpoint, args.config):
         if not path.is_file():
@@ -292,9 +292,10 @@ def main(argv=None) -> int:
         chosen = tiled(conformers, args.opt_conf)
         species = [c.species for c in chosen]
         coords = [c.coordinates for c in chosen]
+        opt_batch = args.opt_batch or args.opt_conf
         print(f"(2) PaiNN geometry optimisation, {args.opt_conf} conformations x {args.steps} steps, evaluations/s")
         runs = {
-            "(a) golf.optimize, one batch": bench_ours(painn, species, coords, args.steps, device),
+            f"(a) golf.optimize, batch {opt_batch}": bench_ours(painn, species, coords, args.steps, opt_batch, device),
             "(b) torch.optim.LBFGS one by one": bench_torch(painn, species, coords, args.steps, device),
             "(c) ASE LBFGS one by one": bench_ase(painn, species, coords, args.steps, device),
         }
@@ -305,7 +306,7 @@ def main(argv=None) -> int:
                 f"({r['evaluations']} evaluations)",
                 flush=True,
             )
-        ours = runs["(a) golf.optimize, one batch"]
+        ours = runs[list(runs)[0]]
         print(
             f"    (a): {ours['calls']} batched calls, {100 * (1 - ours['model_seconds'] / ours['seconds']):.1f}% "
             f"of the wall time outside the model, median energy drop "
