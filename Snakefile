@@ -20,6 +20,7 @@ wildcard_constraints:
     # an evaluation: a model name, or "<model>.capped-<x>" for its capped protocol
     model=r"[A-Za-z0-9_-]+(\.capped-[0-9.e+-]+)?",
     k=r"\d+",
+    seed=r"\d+",
 
 
 include: "rules/common.smk"

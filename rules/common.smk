@@ -22,6 +22,39 @@ TRAJ_K = traj_budget(config)
 BYO_D0 = config["data"]["d0"]
 BYO_TEST = config["data"]["test"]
 
+# Seeds (study.seeds): one keeps the single-study layout (results/models/golf-1.pt, what users
+# and tests rely on); several put each seed's models, rounds, trajectory baseline and evaluations
+# under results/seed-{seed}/ (logs, benchmarks alike). Conformers, D0, the reference minima and
+# MMFF's evaluation do not depend on the seed and stay shared.
+SEEDS = config["study"]["seeds"]
+SEEDED = len(SEEDS) > 1
+
+
+def seeded(root):
+    return f"{root}/seed-{{seed}}" if SEEDED else root
+
+
+RUN, LOGS, BENCH = seeded("results"), seeded("logs"), seeded("benchmarks")
+
+
+def seed_of(wildcards):
+    """The study seed of a job: its {seed} wildcard, or the only seed."""
+    seed = getattr(wildcards, "seed", None)
+    return SEEDS[0] if seed is None else int(seed)
+
+
+def run_dir(wildcards, root="results"):
+    """results/ (or logs/, benchmarks/) of the job's seed; the shared one for unseeded jobs."""
+    seed = getattr(wildcards, "seed", None)
+    return root if seed is None else f"{root}/seed-{seed}"
+
+
+def per_seed(pattern, **wildcards):
+    """expand() of a RUN-based pattern over every seed (no seed wildcard with one seed)."""
+    if SEEDED:
+        return expand(pattern, seed=SEEDS, **wildcards)
+    return expand(pattern, **wildcards)
+
 
 # Oracle work is scattered into config oracle.chunks jobs (scatter item "i-of-N", 1-based).
 scattergather:
@@ -81,16 +114,33 @@ def evaluation_model(wildcards):
     return wildcards.model.partition(".")[0]
 
 
-def evaluated_names():
-    nnps = [evaluation_name(m, cap) for cap in PROTOCOLS for m in model_names()]
-    return nnps + ["mmff"]
+def evaluation_seed(wildcards):
+    """The study seed an NNP evaluation carries (attrs["seed"], column seed); None for MMFF."""
+    return None if evaluation_model(wildcards) == "mmff" else seed_of(wildcards)
+
+
+def nnp_evaluations():
+    return [evaluation_name(m, cap) for cap in PROTOCOLS for m in model_names()]
+
+
+def get_evaluation_files(kind):
+    """Every evaluation's per-step CSV ("per_step") or label file ("labels"): each NNP of every
+    seed, and MMFF's once."""
+    pattern = {
+        "per_step": "eval/{name}/per_step.csv",
+        "labels": "labels/eval-{name}.h5",
+    }[kind]
+    return [
+        *per_seed(f"{RUN}/{pattern}", name=nnp_evaluations()),
+        f"results/{pattern.format(name='mmff')}",
+    ]
 
 
 def get_final_outputs():
     return [
         "results/report/summary.md",
-        *expand("results/models/{model}.pt", model=model_names()),
-        *expand("results/rounds/{round}/stats.csv", round=ROUNDS),
+        *per_seed(f"{RUN}/models/{{model}}.pt", model=model_names()),
+        *per_seed(f"{RUN}/rounds/{{round}}/stats.csv", round=ROUNDS),
     ]
 
 
@@ -109,12 +159,13 @@ def get_labelling_input(wildcards):
     """What a labelling set is made of: D0's train conformers, or a round's selection."""
     if wildcards.set == "d0":
         return get_conformers("train")
+    run = run_dir(wildcards)
     if wildcards.set.startswith("round-"):
-        return f"results/rounds/{wildcards.set.removeprefix('round-')}/selected.h5"
+        return f"{run}/rounds/{wildcards.set.removeprefix('round-')}/selected.h5"
     if wildcards.set.startswith("random-"):
-        return f"results/rounds/{wildcards.set.removeprefix('random-')}/random.h5"
+        return f"{run}/rounds/{wildcards.set.removeprefix('random-')}/random.h5"
     if wildcards.set.startswith("eval-"):
-        return f"results/eval/{wildcards.set.removeprefix('eval-')}/frames.h5"
+        return f"{run}/eval/{wildcards.set.removeprefix('eval-')}/frames.h5"
     raise WorkflowError(f"unknown labelling set {wildcards.set!r}")
 
 
@@ -134,35 +185,35 @@ def get_max_force_norm(wildcards):
 
 
 def get_previous_model(wildcards):
-    r = int(wildcards.round)
-    return "results/models/baseline.pt" if r == 1 else f"results/models/golf-{r - 1}.pt"
+    r, run = int(wildcards.round), run_dir(wildcards)
+    return f"{run}/models/baseline.pt" if r == 1 else f"{run}/models/golf-{r - 1}.pt"
 
 
 def get_round_labels(wildcards):
     """Labels of every round up to and including this one (round r reads rounds <= r only)."""
-    return [f"results/labels/round-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
+    run = run_dir(wildcards)
+    return [f"{run}/labels/round-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
 
 
 def get_previous_random(wildcards):
     """The random control chains like GOLF: random-(r-1) -> random-r, from the baseline."""
-    r = int(wildcards.round)
-    return (
-        "results/models/baseline.pt" if r == 1 else f"results/models/random-{r - 1}.pt"
-    )
+    r, run = int(wildcards.round), run_dir(wildcards)
+    return f"{run}/models/baseline.pt" if r == 1 else f"{run}/models/random-{r - 1}.pt"
 
 
 def get_random_labels(wildcards):
-    return [f"results/labels/random-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
+    run = run_dir(wildcards)
+    return [f"{run}/labels/random-{r}.h5" for r in range(1, int(wildcards.round) + 1)]
 
 
 def get_random_seed(wildcards):
     """The control's draw, a different reproducible stream every round (as golf_optimize's)."""
-    return config["golf"]["seed"] * 1000 + int(wildcards.round)
+    return golf_seed(wildcards) * 1000 + int(wildcards.round)
 
 
 def get_model_for_eval(wildcards):
     model = evaluation_model(wildcards)
-    return [] if model == "mmff" else f"results/models/{model}.pt"
+    return [] if model == "mmff" else f"{run_dir(wildcards)}/models/{model}.pt"
 
 
 def get_eval_gpus(wildcards):
@@ -181,17 +232,25 @@ def get_import_source(wildcards):
 
 def get_traj_trajectories():
     """The trajectory baseline's data, which the report counts as extra oracle calls."""
-    return ["results/optimisation/traj.h5"] if ROUNDS else []
+    return per_seed(f"{RUN}/optimisation/traj.h5") if ROUNDS else []
+
+
+def get_report_round_labels():
+    """The GOLF rounds' labels the report counts as extra oracle calls: the first seed's (every
+    seed spends the same budget; the report numbers rounds by their position in this list).
+    """
+    first = f"results/seed-{SEEDS[0]}" if SEEDED else "results"
+    return [f"{first}/labels/round-{r}.h5" for r in ROUNDS]
 
 
 def get_round_benchmarks(wildcards):
     """Benchmark files of a round's jobs, read for the round's time-per-stage columns."""
-    r = wildcards.round
+    r, bench = wildcards.round, run_dir(wildcards, "benchmarks")
     return {
-        "optimize": [f"benchmarks/golf/{r}/optimize.tsv"],
-        "select": [f"benchmarks/golf/{r}/select.tsv"],
-        "label": gather.oracle(f"benchmarks/label/round-{r}/chunk-{{scatteritem}}.tsv"),
-        "train": [f"benchmarks/golf/{r}/train.tsv"],
+        "optimize": [f"{bench}/golf/{r}/optimize.tsv"],
+        "select": [f"{bench}/golf/{r}/select.tsv"],
+        "label": gather.oracle(f"{bench}/label/round-{r}/chunk-{{scatteritem}}.tsv"),
+        "train": [f"{bench}/golf/{r}/train.tsv"],
     }
 
 
@@ -217,9 +276,9 @@ def get_traj_params(wildcards):
     if wildcards.set != "traj":
         return None
     return {
-        "seed": config["golf"]["seed"],
+        "seed": golf_seed(wildcards),
         "share": -(-TRAJ_K // config["oracle"]["chunks"]),  # ceil: the shares cover k
-        "validation": validation_params(),
+        "validation": validation_params(wildcards),
     }
 
 
@@ -240,7 +299,21 @@ def oracle_params():
     return {k: v for k, v in config["oracle"].items() if k not in skip}
 
 
-def model_params():
+def seeded_train(wildcards):
+    """config train with train.seed offset by the job's study seed (independent repeats)."""
+    return config["train"] | {"seed": config["train"]["seed"] + seed_of(wildcards)}
+
+
+def golf_seed(wildcards):
+    return config["golf"]["seed"] + seed_of(wildcards)
+
+
+def golf_params(wildcards):
+    """config golf with golf.seed offset by the job's study seed."""
+    return config["golf"] | {"seed": golf_seed(wildcards)}
+
+
+def model_params(wildcards):
     """What golf.workflow.new_model reads: a config-shaped mapping of the model's settings."""
     oracle = config["oracle"]
     # baseline_model is no setting of a trained model (and must not rerun existing baselines).
@@ -249,22 +322,22 @@ def model_params():
         "nnp": nnp,
         "elements": config["elements"],
         "oracle": {"method": oracle["method"], "basis": oracle["basis"]},
-        "train": config["train"],
+        "train": seeded_train(wildcards),
     }
 
 
-def train_params():
+def train_params(wildcards):
     """Everything golf.workflow.train_settings reads."""
     return {
-        "train": config["train"],
+        "train": seeded_train(wildcards),
         "device": config["nnp"]["device"],
         "initial_conf_pct": config["golf"]["initial_conf_pct"],
     }
 
 
-def validation_params():
+def validation_params(wildcards):
     """What decides training's validation molecules (golf.workflow.validation_molecules)."""
-    return {k: config["train"][k] for k in ("val_fraction", "seed")}
+    return {k: seeded_train(wildcards)[k] for k in ("val_fraction", "seed")}
 
 
 REPORT_PLOTS = [
@@ -278,5 +351,15 @@ REPORT_PLOTS = [
 
 def report_settings():
     """The settings shown beside the report's table."""
-    keys = ("oracle", "conformers", "golf", "traj", "train", "nnp", "evaluation")
+    keys = (
+        "oracle",
+        "conformers",
+        "golf",
+        "traj",
+        "control",
+        "study",
+        "train",
+        "nnp",
+        "evaluation",
+    )
     return {key: config[key] for key in keys} | {"molecules": config["molecules"]}

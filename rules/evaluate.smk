@@ -24,6 +24,7 @@ rule eval_optimize:
         model=evaluation_model,
         # None: the paper's protocol (no cap), whatever the model was trained with.
         max_displacement=evaluation_cap,
+        seed=evaluation_seed,
     script:
         "../workflow/scripts/eval_optimize.py"
 
@@ -46,15 +47,40 @@ rule eval_table:
         runtime=scaled(10),
     params:
         model=evaluation_model,
+        seed=evaluation_seed,
     script:
         "../workflow/scripts/eval_table.py"
 
 
+# With several seeds, each seed's NNPs are evaluated under results/seed-{seed}/ by the same rules;
+# MMFF's evaluation has no seed and stays shared.
+if SEEDED:
+
+    use rule eval_optimize as eval_optimize_seeded with:
+        output:
+            frames="results/seed-{seed}/eval/{model}/frames.h5",
+        log:
+            "logs/seed-{seed}/eval/{model}/optimize.log",
+        benchmark:
+            "benchmarks/seed-{seed}/eval/{model}/optimize.tsv"
+
+    use rule eval_table as eval_table_seeded with:
+        input:
+            labels="results/seed-{seed}/labels/eval-{model}.h5",
+            reference=get_reference(),
+        output:
+            per_step="results/seed-{seed}/eval/{model}/per_step.csv",
+        log:
+            "logs/seed-{seed}/eval/{model}/table.log",
+        benchmark:
+            "benchmarks/seed-{seed}/eval/{model}/table.tsv"
+
+
 rule report:
     input:
-        per_step=expand("results/eval/{model}/per_step.csv", model=evaluated_names()),
-        labels=expand("results/labels/eval-{model}.h5", model=evaluated_names()),
-        round_labels=expand("results/labels/round-{round}.h5", round=ROUNDS),
+        per_step=get_evaluation_files("per_step"),
+        labels=get_evaluation_files("labels"),
+        round_labels=get_report_round_labels(),
         traj=get_traj_trajectories(),
         reference=get_reference(),
     output:

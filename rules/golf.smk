@@ -8,11 +8,11 @@ rule golf_optimize:
         model=get_previous_model,
         d0=get_d0(),
     output:
-        trajectories="results/rounds/{round}/trajectories.h5",
+        trajectories=f"{RUN}/rounds/{{round}}/trajectories.h5",
     log:
-        "logs/golf/{round}/optimize.log",
+        f"{LOGS}/golf/{{round}}/optimize.log",
     benchmark:
-        "benchmarks/golf/{round}/optimize.tsv"
+        f"{BENCH}/golf/{{round}}/optimize.tsv"
     priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
@@ -22,22 +22,22 @@ rule golf_optimize:
         runtime=scaled(60),
         gpu=nnp_gpus(),
     params:
-        golf=config["golf"],
+        golf=golf_params,
         device=config["nnp"]["device"],
-        validation=validation_params(),
+        validation=validation_params,
     script:
         "../workflow/scripts/golf_optimize.py"
 
 
 rule golf_select:
     input:
-        trajectories="results/rounds/{round}/trajectories.h5",
+        trajectories=f"{RUN}/rounds/{{round}}/trajectories.h5",
     output:
-        selected="results/rounds/{round}/selected.h5",
+        selected=f"{RUN}/rounds/{{round}}/selected.h5",
     log:
-        "logs/golf/{round}/select.log",
+        f"{LOGS}/golf/{{round}}/select.log",
     benchmark:
-        "benchmarks/golf/{round}/select.tsv"
+        f"{BENCH}/golf/{{round}}/select.tsv"
     priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/chem.yaml"
@@ -57,12 +57,12 @@ rule golf_train:
         d0=get_d0(),
         labels=get_round_labels,
     output:
-        model="results/models/golf-{round}.pt",
-        metrics="results/models/golf-{round}.metrics.csv",
+        model=f"{RUN}/models/golf-{{round}}.pt",
+        metrics=f"{RUN}/models/golf-{{round}}.metrics.csv",
     log:
-        "logs/golf/{round}/train.log",
+        f"{LOGS}/golf/{{round}}/train.log",
     benchmark:
-        "benchmarks/golf/{round}/train.tsv"
+        f"{BENCH}/golf/{{round}}/train.tsv"
     priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
@@ -72,7 +72,7 @@ rule golf_train:
         runtime=scaled(120),
         gpu=nnp_gpus(),
     params:
-        train=train_params(),
+        train=train_params,
         utd_ratio=config["golf"]["utd_ratio"],
         budget=golf_budget(config),
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
@@ -87,13 +87,13 @@ rule golf_train:
 # random-r is then trained exactly as golf-r (same U, same schedule), from random-(r-1).
 rule random_select:
     input:
-        trajectories="results/rounds/{round}/trajectories.h5",
+        trajectories=f"{RUN}/rounds/{{round}}/trajectories.h5",
     output:
-        selected="results/rounds/{round}/random.h5",
+        selected=f"{RUN}/rounds/{{round}}/random.h5",
     log:
-        "logs/random/{round}/select.log",
+        f"{LOGS}/random/{{round}}/select.log",
     benchmark:
-        "benchmarks/random/{round}/select.tsv"
+        f"{BENCH}/random/{{round}}/select.tsv"
     conda:
         "../envs/chem.yaml"
     threads: 1
@@ -113,27 +113,27 @@ use rule golf_train as random_train with:
         d0=get_d0(),
         labels=get_random_labels,
     output:
-        model="results/models/random-{round}.pt",
-        metrics="results/models/random-{round}.metrics.csv",
+        model=f"{RUN}/models/random-{{round}}.pt",
+        metrics=f"{RUN}/models/random-{{round}}.metrics.csv",
     log:
-        "logs/random/{round}/train.log",
+        f"{LOGS}/random/{{round}}/train.log",
     benchmark:
-        "benchmarks/random/{round}/train.tsv"
+        f"{BENCH}/random/{{round}}/train.tsv"
     priority: 0
 
 
 rule golf_round_stats:
     input:
-        trajectories="results/rounds/{round}/trajectories.h5",
-        selected="results/rounds/{round}/selected.h5",
-        labels="results/labels/round-{round}.h5",
-        model="results/models/golf-{round}.pt",
+        trajectories=f"{RUN}/rounds/{{round}}/trajectories.h5",
+        selected=f"{RUN}/rounds/{{round}}/selected.h5",
+        labels=f"{RUN}/labels/round-{{round}}.h5",
+        model=f"{RUN}/models/golf-{{round}}.pt",
     output:
-        stats="results/rounds/{round}/stats.csv",
+        stats=f"{RUN}/rounds/{{round}}/stats.csv",
     log:
-        "logs/golf/{round}/stats.log",
+        f"{LOGS}/golf/{{round}}/stats.log",
     benchmark:
-        "benchmarks/golf/{round}/stats.tsv"
+        f"{BENCH}/golf/{{round}}/stats.tsv"
     conda:
         "../envs/chem.yaml"
     threads: 1

@@ -48,3 +48,28 @@ rule gather_labels:
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
     script:
         "../workflow/scripts/gather_labels.py"
+
+
+# With several seeds, the labels of a seed's rounds, control and evaluations live under
+# results/seed-{seed}/ (the same rules; D0 and MMFF's evaluation stay shared).
+if SEEDED:
+
+    use rule label_chunk as label_chunk_seeded with:
+        output:
+            labels="results/seed-{seed}/labels/{set}/chunk-{scatteritem}.h5",
+        log:
+            "logs/seed-{seed}/label/{set}/chunk-{scatteritem}.log",
+        benchmark:
+            "benchmarks/seed-{seed}/label/{set}/chunk-{scatteritem}.tsv"
+
+    use rule gather_labels as gather_labels_seeded with:
+        input:
+            chunks=gather.oracle(
+                "results/seed-{{seed}}/labels/{{set}}/chunk-{scatteritem}.h5"
+            ),
+        output:
+            labels="results/seed-{seed}/labels/{set}.h5",
+        log:
+            "logs/seed-{seed}/label/{set}/gather.log",
+        benchmark:
+            "benchmarks/seed-{seed}/label/{set}/gather.tsv"

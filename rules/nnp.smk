@@ -7,11 +7,11 @@ if config["nnp"]["baseline_model"]:
         input:
             model=config["nnp"]["baseline_model"],
         output:
-            model="results/models/baseline.pt",
+            model=f"{RUN}/models/baseline.pt",
         log:
-            "logs/train/baseline.log",
+            f"{LOGS}/train/baseline.log",
         benchmark:
-            "benchmarks/train/baseline.tsv"
+            f"{BENCH}/train/baseline.tsv"
         conda:
             "../envs/nnp.yaml"
         threads: 1
@@ -30,12 +30,12 @@ else:
         input:
             d0=get_d0(),
         output:
-            model="results/models/baseline.pt",
-            metrics="results/models/baseline.metrics.csv",
+            model=f"{RUN}/models/baseline.pt",
+            metrics=f"{RUN}/models/baseline.metrics.csv",
         log:
-            "logs/train/baseline.log",
+            f"{LOGS}/train/baseline.log",
         benchmark:
-            "benchmarks/train/baseline.tsv"
+            f"{BENCH}/train/baseline.tsv"
         priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
         conda:
             "../envs/nnp.yaml"
@@ -45,8 +45,8 @@ else:
             runtime=scaled(120),
             gpu=nnp_gpus(),
         params:
-            model=model_params(),
-            train=train_params(),
+            model=model_params,
+            train=train_params,
             max_displacement=config["golf"]["max_displacement"],
         script:
             "../workflow/scripts/train_baseline.py"

@@ -52,18 +52,43 @@ rule gather_optimisation:
         "../workflow/scripts/gather_optimisation.py"
 
 
+# With several seeds each seed has its own trajectory baseline (the start order is seeded, and
+# so is training's validation split that the starts avoid); the reference minima stay shared.
+if SEEDED:
+
+    use rule oracle_optimize as oracle_optimize_seeded with:
+        output:
+            trajectories="results/seed-{seed}/optimisation/{set}/chunk-{scatteritem}.h5",
+        log:
+            "logs/seed-{seed}/optimisation/{set}/chunk-{scatteritem}.log",
+        benchmark:
+            "benchmarks/seed-{seed}/optimisation/{set}/chunk-{scatteritem}.tsv"
+
+    use rule gather_optimisation as gather_optimisation_seeded with:
+        input:
+            chunks=gather.oracle(
+                "results/seed-{{seed}}/optimisation/{{set}}/chunk-{scatteritem}.h5"
+            ),
+        output:
+            trajectories="results/seed-{seed}/optimisation/{set}.h5",
+        log:
+            "logs/seed-{seed}/optimisation/{set}/gather.log",
+        benchmark:
+            "benchmarks/seed-{seed}/optimisation/{set}/gather.tsv"
+
+
 rule train_traj:
     input:
-        model="results/models/baseline.pt",
+        model=f"{RUN}/models/baseline.pt",
         d0=get_d0(),
-        trajectories="results/optimisation/traj.h5",
+        trajectories=f"{RUN}/optimisation/traj.h5",
     output:
-        model="results/models/traj-{k}.pt",
-        metrics="results/models/traj-{k}.metrics.csv",
+        model=f"{RUN}/models/traj-{{k}}.pt",
+        metrics=f"{RUN}/models/traj-{{k}}.metrics.csv",
     log:
-        "logs/train/traj-{k}.log",
+        f"{LOGS}/train/traj-{{k}}.log",
     benchmark:
-        "benchmarks/train/traj-{k}.tsv"
+        f"{BENCH}/train/traj-{{k}}.tsv"
     wildcard_constraints:
         k=str(TRAJ_K),
     conda:
@@ -74,7 +99,7 @@ rule train_traj:
         runtime=scaled(120),
         gpu=nnp_gpus(),
     params:
-        train=train_params(),
+        train=train_params,
         steps=config["golf"]["utd_ratio"] * max(golf_budget(config), 1),
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
         max_displacement=config["golf"]["max_displacement"],

@@ -81,6 +81,11 @@ def test_unknown_nested_key_names_it_and_the_allowed_keys():
         ({"nnp": {"layers": [16, 0]}}, "nnp.layers.1"),
         ({"elements": ["H", "Br"]}, "elements.1"),
         ({"evaluation": {"steps": []}}, "evaluation.steps"),
+        ({"study": {"seeds": []}}, "study.seeds"),
+        ({"study": {"seeds": [0, 0]}}, "study.seeds"),
+        ({"study": {"seeds": [-1]}}, "study.seeds.0"),
+        ({"control": {"random": "yes"}}, "control.random"),
+        ({"nnp": {"baseline_model": 3}}, "nnp.baseline_model"),
     ],
 )
 def test_bad_value_names_the_key(config, key):
@@ -150,3 +155,10 @@ def test_validated_config_has_sorted_keys_at_every_level():
     b = validate({"golf": {"rounds": 2}, "train": {"lr": 0.01, "seed": 1}})
     assert repr(a) == repr(b)
     assert list(a) == sorted(a) and list(a["train"]) == sorted(a["train"])
+
+
+def test_study_defaults_one_seed_no_control_no_imported_baseline():
+    config = validate({})
+    assert config["study"]["seeds"] == [0]
+    assert config["control"]["random"] is False
+    assert config["nnp"]["baseline_model"] is None

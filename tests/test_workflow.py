@@ -369,3 +369,16 @@ def test_random_control_selects_from_golfs_trajectories_and_trains_like_golf(tmp
     assert "input: results/rounds/1/trajectories.h5" in select  # GOLF round 1's own trajectories
     train = text.split("rule random_train:")[1].split("\n\n")[0]
     assert "results/models/baseline.pt" in train and "results/labels/random-1.h5" in train
+
+
+def test_several_seeds_repeat_every_model_under_its_own_directory(tmp_path):
+    config = _tiny_config_with(tmp_path, "seeds", lambda c: c.update(study={"seeds": [0, 1]}))
+    text = _snakemake_with(tmp_path / "study", config, "-n")
+    for seed in (0, 1):
+        for path in ("models/baseline.pt", "models/golf-1.pt", "models/random-1.pt", "labels/round-1.h5",
+                     "optimisation/traj.h5", "eval/golf-1/per_step.csv"):  # fmt: skip
+            assert f"results/seed-{seed}/{path}" in text
+    # Shared: the conformers, D0, the reference minima and MMFF's evaluation (no seed).
+    for path in ("labels/d0.h5", "optimisation/reference.h5", "eval/mmff/per_step.csv"):
+        assert f"results/{path}" in text and f"results/seed-0/{path}" not in text
+    assert "results/models/golf-1.pt" not in text

@@ -27,4 +27,6 @@ else:
     )
 # The labelling keeps these attributes: the report groups evaluations by (protocol, model, seed).
 frames.attrs.update(kind="evaluation_frames", model=params.model)
+if params.seed is not None:  # MMFF has none: it pairs with every seed of the NNPs
+    frames.attrs["seed"] = params.seed
 data.write(snakemake.output.frames, frames)

@@ -8,4 +8,6 @@ starts, minima = evaluate.test_set(data.read(snakemake.input.reference))
 frames = data.read(snakemake.input.labels)
 # The protocol column comes from the frames' attrs["protocol"] (written by eval_optimize).
 table = evaluate.per_step_table(snakemake.params.model, frames, starts, minima)
+if snakemake.params.seed is not None:  # the study seed of the NNP (golf.studyreport's contract)
+    table["seed"] = snakemake.params.seed
 table.to_csv(snakemake.output.per_step, index=False)
