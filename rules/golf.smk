@@ -77,6 +77,8 @@ rule golf_train:
         budget=golf_budget(config),
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
         max_displacement=config["golf"]["max_displacement"],
+        # Not an output: Snakemake deletes a failed job's outputs, and a rerun resumes here.
+        checkpoint=f"{RUN}/checkpoints/golf-{{round}}.ckpt",
     script:
         "../workflow/scripts/golf_train.py"
 
@@ -120,6 +122,8 @@ use rule golf_train as random_train with:
     benchmark:
         f"{BENCH}/random/{{round}}/train.tsv"
     priority: 0
+    params:
+        checkpoint=f"{RUN}/checkpoints/random-{{round}}.ckpt",
 
 
 rule golf_round_stats:

@@ -48,5 +48,7 @@ else:
             model=model_params,
             train=train_params,
             max_displacement=config["golf"]["max_displacement"],
+            # Not an output: Snakemake deletes a failed job's outputs, and a rerun resumes here.
+            checkpoint=f"{RUN}/checkpoints/baseline.ckpt",
         script:
             "../workflow/scripts/train_baseline.py"

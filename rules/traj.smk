@@ -103,5 +103,7 @@ rule train_traj:
         steps=config["golf"]["utd_ratio"] * max(golf_budget(config), 1),
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
         max_displacement=config["golf"]["max_displacement"],
+        # Not an output: Snakemake deletes a failed job's outputs, and a rerun resumes here.
+        checkpoint=f"{RUN}/checkpoints/traj-{{k}}.ckpt",
     script:
         "../workflow/scripts/train_traj.py"

@@ -382,3 +382,11 @@ def test_several_seeds_repeat_every_model_under_its_own_directory(tmp_path):
     for path in ("labels/d0.h5", "optimisation/reference.h5", "eval/mmff/per_step.csv"):
         assert f"results/{path}" in text and f"results/seed-0/{path}" not in text
     assert "results/models/golf-1.pt" not in text
+
+
+def test_training_checkpoints_are_no_outputs(tmp_path):
+    # Snakemake deletes a failed job's outputs; the checkpoint a rerun resumes from must survive.
+    summary = _snakemake_with(tmp_path, TINY_CONFIG, "--summary")
+    outputs = [line.split("\t")[0] for line in summary.splitlines() if "\t" in line][1:]
+    assert "results/models/golf-1.pt" in outputs
+    assert not [o for o in outputs if "checkpoints" in o or o.endswith(".ckpt")]

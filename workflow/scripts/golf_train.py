@@ -30,7 +30,15 @@ settings = train_settings(
     schedule_total=u * params.budget,
 )
 model = nnp.load_model(snakemake.input.model)
-result = train.train(model, d0, new, settings, metrics_csv=snakemake.output.metrics)
+result = train.train(
+    model,
+    d0,
+    new,
+    settings,
+    metrics_csv=snakemake.output.metrics,
+    checkpoint=params.checkpoint,
+    checkpoint_every=params.train["train"]["checkpoint_every"],
+)
 result.model.meta["extra_oracle_calls"] = sum(c.labelled for c in new.conformers)
 # How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
 # the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).

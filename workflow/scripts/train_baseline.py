@@ -10,7 +10,15 @@ torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 d0 = data.read(snakemake.input.d0)
 settings = train_settings(params.train, steps=params.train["train"]["baseline_steps"])
-result = train.train(new_model(params.model, d0), d0, None, settings, metrics_csv=snakemake.output.metrics)
+result = train.train(
+    new_model(params.model, d0),
+    d0,
+    None,
+    settings,
+    metrics_csv=snakemake.output.metrics,
+    checkpoint=params.checkpoint,
+    checkpoint_every=params.train["train"]["checkpoint_every"],
+)
 # How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
 # the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
 result.model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=snakemake.params.max_displacement)

@@ -21,9 +21,18 @@ with user_errors(ProvenanceError):
     common_provenance(sources, allow_mixed=snakemake.params.allow_mixed)
 trajectories = extra_frames(optimisations)
 pool = data.concat([d0, trajectories])
-settings = train_settings(snakemake.params.train, steps=snakemake.params.steps)
+params = snakemake.params
+settings = train_settings(params.train, steps=params.steps)
 model = nnp.load_model(snakemake.input.model)
-result = train.train(model, pool, None, settings, metrics_csv=snakemake.output.metrics)
+result = train.train(
+    model,
+    pool,
+    None,
+    settings,
+    metrics_csv=snakemake.output.metrics,
+    checkpoint=params.checkpoint,
+    checkpoint_every=params.train["train"]["checkpoint_every"],
+)
 result.model.meta["extra_oracle_calls"] = len(trajectories)
 # How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
 # the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
