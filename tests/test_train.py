@@ -360,3 +360,14 @@ def test_checkpoint_of_other_settings_or_data_is_not_used(tmp_path, caplog):
         assert "belongs to other settings" in caplog.text
     with pytest.raises(TrainError, match="checkpoint_every"):
         train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=0)
+
+
+def test_training_refuses_atomref_subtracted_energies():
+    """An old import kept the authors' atomref-subtracted energies: training on it is an error."""
+    from golf.data import DataError
+
+    d0 = synthetic_dataset(n_conf=2)
+    old = synthetic_dataset(n_conf=2, molecule_offset=20)
+    old.attrs["energy_convention"] = "atomref_subtracted"
+    with pytest.raises(DataError, match="atomref"):
+        train(_model(d0), d0, old, TrainSettings(seed=1, **FAST), progress=False)

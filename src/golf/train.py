@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from golf.data import Dataset
+from golf.data import Dataset, require_total_energies
 from golf.nnp import NNP, dataset_digest, padded_batch, resolve_device
 from golf.units import HARTREE_TO_KCALPERMOL
 
@@ -612,6 +612,10 @@ def train(
     from tqdm.auto import tqdm
 
     settings = settings or TrainSettings()
+    # Energies on two scales (totals vs atomref-subtracted, ~1500 Ha apart) would train garbage.
+    require_total_energies(d0, "training (D0)")
+    if new is not None:
+        require_total_energies(new, "training (new data)")
     if checkpoint_every < 1:
         raise TrainError(f"checkpoint_every = {checkpoint_every!r}; must be >= 1")
     device = resolve_device(settings.device)
