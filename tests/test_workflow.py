@@ -88,12 +88,29 @@ def test_golf_model_was_trained_on_d0_and_round_labels(tiny_study):
 def test_report_has_every_model(tiny_study):
     summary = pd.read_csv(tiny_study / "results/report/summary.csv")
     models = set(summary["model"])
-    assert {"oracle", "mmff", "baseline", "golf-1"} <= models
+    assert {"oracle", "mmff", "baseline", "golf-1", "random-1"} <= models
     assert any(m.startswith("traj-") for m in models)
+    for name in ("paired.csv", "unconverged_references.csv"):
+        assert (tiny_study / "results/report" / name).exists()
     oracle = summary.set_index("model").loc["oracle"]
     assert oracle["pct_mean"] == pytest.approx(100.0)
     text = (tiny_study / "results/report/summary.md").read_text()
     assert "golf-1" in text and "f_GOLF-10k" in text
+
+
+@slow
+def test_evaluations_carry_protocol_seed_and_models_their_optimiser(tiny_study):
+    for model in ("baseline", "golf-1", "random-1"):
+        labels = data.read(tiny_study / f"results/labels/eval-{model}.h5")
+        assert (labels.attrs["model"], labels.attrs["protocol"], labels.attrs["seed"]) == (model, "paper", 0)
+        table = pd.read_csv(tiny_study / f"results/eval/{model}/per_step.csv")
+        assert set(table["protocol"]) == {"paper"} and set(table["seed"]) == {0}
+        meta = torch.load(tiny_study / f"results/models/{model}.pt", weights_only=True)["meta"]
+        assert meta["optimizer"]["max_displacement"] is None  # the tiny study has no cap
+    assert "seed" not in data.read(tiny_study / "results/labels/eval-mmff.h5").attrs
+    random = data.read(tiny_study / "results/rounds/1/random.h5")
+    golf = data.read(tiny_study / "results/rounds/1/selected.h5")
+    assert [c.status for c in random] == [c.status for c in golf]  # the same budget
 
 
 @slow
@@ -208,7 +225,9 @@ def test_killed_run_resumes_without_repeating_a_dft_call(tmp_path):
     import time
 
     needs_psi4()
-    target = "results/models/golf-1.pt"
+    # golf-1's evaluation labels are new geometries after the kill, so the second run must make
+    # DFT calls (the tiny round 1 may only re-label D0 starts, which the cache already has).
+    target = "results/labels/eval-golf-1.h5"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(TINY_CONFIG), "--config", f"molecules={TINY_CONFIG.parent / 'tiny.smi'}",
            "--cores", "2", target]  # fmt: skip
