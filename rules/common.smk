@@ -243,6 +243,15 @@ def get_report_round_labels():
     return [f"{first}/labels/round-{r}.h5" for r in ROUNDS]
 
 
+def get_report_random_labels():
+    """The random control's labels, counted like the GOLF rounds' (first seed; empty when the
+    control is off)."""
+    if not config["control"]["random"]:
+        return []
+    first = f"results/seed-{SEEDS[0]}" if SEEDED else "results"
+    return [f"{first}/labels/random-{r}.h5" for r in ROUNDS]
+
+
 def get_round_benchmarks(wildcards):
     """Benchmark files of a round's jobs, read for the round's time-per-stage columns."""
     r, bench = wildcards.round, run_dir(wildcards, "benchmarks")

@@ -81,6 +81,7 @@ rule report:
         per_step=get_evaluation_files("per_step"),
         labels=get_evaluation_files("labels"),
         round_labels=get_report_round_labels(),
+        random_labels=get_report_random_labels(),
         traj=get_traj_trajectories(),
         reference=get_reference(),
     output:

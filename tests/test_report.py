@@ -322,3 +322,20 @@ def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
     assert listed["0"] == ["0", "2", "O", "water", "stopped at the step limit", "2"]
     assert "did not converge (2 of 3 converged, 66.7 %)" in md
     assert md.index("## This study: the paper's protocol") < md.index("## Second row set: capped-0.02")
+
+
+def test_extra_oracle_calls_count_golf_and_random_rounds_apart(tmp_path):
+    """golf-r and random-r each count the labels of their own rounds 1..r (failed labels excluded)."""
+
+    def labels(path, statuses):
+        ds = data.Dataset({0: data.Molecule(0, "O")}, [], {})
+        for i, status in enumerate(statuses):
+            ds.conformers.append(data.Conformer(0, i, [8, 1, 1], np.eye(3), -75.0, np.zeros((3, 3)), status=status))
+        data.write(path, ds)
+        return path
+
+    golf = [labels(tmp_path / "g1.h5", ["ok", "ok"]), labels(tmp_path / "g2.h5", ["ok", "scf_not_converged"])]
+    rand = [labels(tmp_path / "r1.h5", ["ok", "scf_not_converged"]), labels(tmp_path / "r2.h5", ["ok", "ok"])]
+    calls = studyreport.extra_oracle_calls(golf, [], [], rand)
+    assert (calls["golf-1"], calls["golf-2"], calls["random-1"], calls["random-2"]) == (2, 3, 1, 3)
+    assert "random-1" not in studyreport.extra_oracle_calls(golf, [], [])

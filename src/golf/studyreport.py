@@ -22,16 +22,18 @@ from golf.data import Dataset
 log = logging.getLogger(__name__)
 
 
-def extra_oracle_calls(round_labels, traj, traj_models) -> dict[str, float]:
+def extra_oracle_calls(round_labels, traj, traj_models, random_labels=()) -> dict[str, float]:
     """Extra oracle calls (labels added beyond D0) behind each model: GOLF round r used the
-    labels of rounds 1..r, traj-{k} its k trajectory frames."""
+    labels of rounds 1..r, the random control's random-r its own rounds 1..r, traj-{k} its k
+    trajectory frames."""
     from golf.oracle_optimize import extra_frames
 
     calls = {"oracle": float("nan"), "mmff": 0, "baseline": 0}
-    total = 0
-    for r, path in enumerate(round_labels, start=1):
-        total += sum(c.labelled for c in data.read(path))
-        calls[f"golf-{r}"] = total
+    for prefix, paths in (("golf", round_labels), ("random", random_labels)):
+        total = 0
+        for r, path in enumerate(paths, start=1):
+            total += sum(c.labelled for c in data.read(path))
+            calls[f"{prefix}-{r}"] = total
     for path in traj:
         n_frames = len(extra_frames(data.read(path)))
         calls |= {name: n_frames for name in traj_models}
@@ -87,7 +89,15 @@ def _group_of(frames: Dataset) -> tuple[str, str, float | None]:
 
 
 def build_report(
-    per_step_csvs, eval_labels, round_labels, traj, reference, evaluation: dict, settings: dict, outdir
+    per_step_csvs,
+    eval_labels,
+    round_labels,
+    traj,
+    reference,
+    evaluation: dict,
+    settings: dict,
+    outdir,
+    random_labels=(),
 ) -> None:
     """summary.md, summary.csv, steps.csv, paired.csv, unconverged_references.csv and the plots
     in ``outdir``."""
@@ -118,7 +128,7 @@ def build_report(
         final_geoms[("oracle", mid, cid)] = geom  # every protocol: the oracle's rows do not depend on it
 
     traj_models = [m for m in per_step["model"].unique() if m.startswith("traj-")]
-    extra_calls = extra_oracle_calls(round_labels, traj, traj_models)
+    extra_calls = extra_oracle_calls(round_labels, traj, traj_models, random_labels)
 
     # All atoms, not heavy atoms: the default study's molecules have 2-7 heavy atoms, where a
     # heavy-atom RMSD hardly distinguishes conformers (RDKit's GetBestRMS handles H symmetry).

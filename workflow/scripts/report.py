@@ -10,6 +10,7 @@ build_report(
     per_step_csvs=snakemake.input.per_step,
     eval_labels=snakemake.input.labels,
     round_labels=snakemake.input.round_labels,
+    random_labels=snakemake.input.random_labels,
     traj=snakemake.input.traj,
     reference=snakemake.input.reference,
     evaluation=snakemake.params.evaluation,
