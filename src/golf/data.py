@@ -188,7 +188,9 @@ class Dataset:
             return _column_of(self._conformers, key)
         if not self._groups:
             return np.zeros(0)
-        scalar = key in ("energies", "molecule_id", "conformer_id", "status") or self._kinds.get(key, (0, None))[1] == ()
+        scalar = (
+            key in ("energies", "molecule_id", "conformer_id", "status") or self._kinds.get(key, (0, None))[1] == ()
+        )
         if not scalar:
             raise DataError(f"no per-conformation scalar {key!r}; known: energies, molecule_id, conformer_id, status")
         values = np.concatenate([g[key] for _, g in self._groups])
