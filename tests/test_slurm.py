@@ -331,16 +331,18 @@ PROJECT_TARGET = "results/labels/d0.h5"  # compared label by label with the loca
 PROJECT_RULES = {  # every rule of the workflow that the tiny study runs
     "conformers", "label_chunk", "gather_labels", "train_baseline", "golf_optimize", "golf_select",
     "golf_train", "golf_round_stats", "oracle_optimize", "gather_optimisation", "train_traj",
-    "eval_optimize", "eval_table", "report",
+    "eval_optimize", "eval_table", "report", "random_select", "random_train",
 }  # fmt: skip
 
 
 def _project_workdir(path: Path) -> Path:
-    """A fresh working directory where the config's relative paths (tests/data/..., config/...) resolve;
-    results, logs, the label cache and .snakemake stay inside it, so runs never share a DFT label."""
+    """A fresh working directory where the tiny config's relative paths (tests/data/...) resolve;
+    results, logs, the label cache and .snakemake stay inside it, so runs never share a DFT label.
+    No config/ here: SLURM job steps are not given --replace-workflow-config (Snakemake 9.27, plugin
+    2.8), so they would merge config/config.yaml over the tiny config and disagree with the main
+    process (the default study's seeds change the rules' outputs)."""
     path.mkdir(parents=True)
-    for name in ("config", "tests"):
-        (path / name).symlink_to(ROOT / name)
+    (path / "tests").symlink_to(ROOT / "tests")
     return path
 
 
