@@ -190,28 +190,27 @@ def optimise_with_model(
     in its own atom order with its own title.
     """
     from golf.nnp import SUPPORTED_ELEMENTS
-    from golf.optimize import optimize, optimizer_settings
+    from golf.optimize import optimize_with_model
 
     covered = {SUPPORTED_ELEMENTS[s] for s in model.elements}
     missing = sorted({int(z) for c in dataset for z in c.species} - covered)
     if missing:
         raise CLIError(f"the model covers elements {' '.join(model.elements)}; the input has atomic numbers {missing}")
-    settings = optimizer_settings(model.meta)
+    overrides = {}
     if max_displacement == "none":
-        settings.pop("max_displacement", None)
+        overrides["max_displacement"] = None  # None removes the checkpoint's cap
     elif max_displacement is not None:
-        settings["max_displacement"] = float(max_displacement)
-    trajectories = optimize(
-        model.energies_forces,
+        overrides["max_displacement"] = float(max_displacement)
+    trajectories = optimize_with_model(
+        model,
         [c.species for c in dataset],
         [c.coordinates for c in dataset],
-        steps=steps,
-        batch_size=batch_size,
+        steps,
         fmax=fmax,
         exact_steps=exact_steps,
+        batch_size=batch_size,
         progress=True,
-        device=model.device,
-        **settings,
+        **overrides,
     )
     attrs = {"kind": "nnp_optimised", "model": model.meta, "energy_convention": "total"}
     if "record_titles" in dataset.attrs:
