@@ -157,3 +157,13 @@ def scatter_item(item: str) -> tuple[int, int]:
     if not sep or not index.isdigit() or not count.isdigit() or not 1 <= int(index) <= int(count):
         raise ValueError(f"scatter item {item!r} is not of the form i-of-N with 1 <= i <= N")
     return int(index) - 1, int(count)
+
+
+def save_study_model(path, model, max_displacement: float | None) -> None:
+    """Save a model of the study with the way golf optimize and the ASE calculator should optimise
+    it unless told otherwise: as the study's GOLF rounds do (golf.max_displacement; None is the
+    paper's L-BFGS)."""
+    from golf import nnp, optimize
+
+    model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=max_displacement)
+    nnp.save_model(path, model)

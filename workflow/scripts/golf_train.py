@@ -7,9 +7,9 @@ share one cosine schedule over the whole budget, U x rounds x per_round steps.
 
 import torch
 
-from golf import data, nnp, optimize, train
+from golf import data, nnp, train
 from golf.labels import ProvenanceError, common_provenance
-from golf.workflow import log_to, train_settings, user_errors
+from golf.workflow import log_to, save_study_model, train_settings, user_errors
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -40,7 +40,4 @@ result = train.train(
     checkpoint_every=params.train["train"]["checkpoint_every"],
 )
 result.model.meta["extra_oracle_calls"] = sum(c.labelled for c in new.conformers)
-# How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
-# the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
-result.model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=snakemake.params.max_displacement)
-nnp.save_model(snakemake.output.model, result.model)
+save_study_model(snakemake.output.model, result.model, snakemake.params.max_displacement)

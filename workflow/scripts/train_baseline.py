@@ -2,8 +2,8 @@
 
 import torch
 
-from golf import data, nnp, optimize, train
-from golf.workflow import log_to, new_model, train_settings
+from golf import data, train
+from golf.workflow import log_to, new_model, save_study_model, train_settings
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -19,7 +19,4 @@ result = train.train(
     checkpoint=params.checkpoint,
     checkpoint_every=params.train["train"]["checkpoint_every"],
 )
-# How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
-# the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
-result.model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=snakemake.params.max_displacement)
-nnp.save_model(snakemake.output.model, result.model)
+save_study_model(snakemake.output.model, result.model, snakemake.params.max_displacement)

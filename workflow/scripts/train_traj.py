@@ -6,10 +6,10 @@ the trajectories, and the number of gradient steps equals the GOLF rounds' (U x 
 
 import torch
 
-from golf import data, nnp, optimize, train
+from golf import data, nnp, train
 from golf.labels import ProvenanceError, common_provenance
 from golf.oracle_optimize import extra_frames
-from golf.workflow import log_to, train_settings, user_errors
+from golf.workflow import log_to, save_study_model, train_settings, user_errors
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -34,7 +34,4 @@ result = train.train(
     checkpoint_every=params.train["train"]["checkpoint_every"],
 )
 result.model.meta["extra_oracle_calls"] = len(trajectories)
-# How golf optimize and the ASE calculator optimise this model unless told otherwise: the way
-# the study's GOLF rounds optimise (golf.max_displacement; None is the paper's L-BFGS).
-result.model.meta["optimizer"] = optimize.optimizer_meta(max_displacement=snakemake.params.max_displacement)
-nnp.save_model(snakemake.output.model, result.model)
+save_study_model(snakemake.output.model, result.model, snakemake.params.max_displacement)
