@@ -301,6 +301,14 @@ def get_optimisation_max_steps(wildcards):
     return config["optimisation"]["max_steps"]
 
 
+def get_optimisation_optimiser(wildcards):
+    """geomeTRIC for the reference minima; the trajectory baseline keeps the paper's Cartesian
+    optimiser (golf.oracle_optimize)."""
+    if wildcards.set == "traj":
+        return "lbfgs"
+    return config["optimisation"]["reference_optimiser"]
+
+
 def oracle_params():
     """The oracle settings a label depends on; not how a set is cut (chunks) nor the gather's
     filter, so changing those reruns no Psi4 job."""
@@ -341,12 +349,22 @@ def train_params(wildcards):
         "train": seeded_train(wildcards),
         "device": config["nnp"]["device"],
         "initial_conf_pct": config["golf"]["initial_conf_pct"],
+        "val_split": validation_split(),
     }
 
 
+def validation_split():
+    """Training's validation split mimics the test split: by conformer when the test set is new
+    conformers of the training molecules, else by molecule (imported data, the paper's)."""
+    if BYO_D0:
+        return "molecule"
+    return config["conformers"]["split"]
+
+
 def validation_params(wildcards):
-    """What decides training's validation molecules (golf.workflow.validation_molecules)."""
-    return {k: seeded_train(wildcards)[k] for k in ("val_fraction", "seed")}
+    """What decides training's validation conformations (golf.workflow.is_validation)."""
+    train = seeded_train(wildcards)
+    return {"val_fraction": train["val_fraction"], "seed": train["seed"], "val_split": validation_split()}
 
 
 REPORT_PLOTS = [

@@ -25,6 +25,7 @@ rule oracle_optimize:
         max_displacement=config["optimisation"]["max_displacement"],
         split=get_optimisation_split,
         max_steps=get_optimisation_max_steps,
+        optimiser=get_optimisation_optimiser,
         traj=get_traj_params,
     script:
         "../workflow/scripts/oracle_optimize.py"

@@ -145,6 +145,38 @@ def test_split_by_molecule_respects_test_fraction():
         np.testing.assert_array_equal(c.species, [a.GetAtomicNum() for a in ref.GetAtoms()])
 
 
+def test_split_by_conformer_tests_new_conformers_of_every_molecule():
+    smiles = ["CCO", "CCCO", "CC(N)=O", "OCCO"]
+    specs = [_spec(s, f"m{i}") for i, s in enumerate(smiles)]
+    kw = dict(elements=HCNO, per_molecule=3, test_per_molecule=2, test_fraction=0.5, attempts=20, seed=3)
+    ds = generate_conformers(specs, split="conformer", **kw)
+    train, test = ds.split("train"), ds.split("test")
+    assert len(train) == 12 and len(test) == 8  # test_fraction plays no part
+    n = len(specs)
+    for mid in range(n):  # the test entry of molecule i is molecule n + i, same SMILES and name
+        assert ds.molecules[n + mid].split == "test" and ds.molecules[mid].split == "train"
+        assert (ds.molecules[n + mid].smiles, ds.molecules[n + mid].name) == (smiles[mid], f"m{mid}")
+    for t in test:  # none of them repeats a training conformer: aligned all-atom RMSD >= 0.3 A
+        for c in (c for c in train if c.molecule_id == t.molecule_id - n):
+            a, b = (_with_coordinates(smiles[c.molecule_id], x) for x in (t.coordinates, c.coordinates))
+            assert rdMolAlign.AlignMol(a, b) >= 0.3
+    # the training conformers are exactly those of a split by molecule without test molecules
+    same = generate_conformers(specs, **(kw | {"test_fraction": 0.0}))
+    for a, b in zip(train, same.split("train"), strict=True):
+        np.testing.assert_array_equal(a.coordinates, b.coordinates)
+    with pytest.raises(ValueError, match="conformers.split"):
+        generate_conformers(specs, split="scaffold", **kw)
+
+
+def _with_coordinates(smiles, xyz):
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    conf = Chem.Conformer(mol.GetNumAtoms())
+    for i, p in enumerate(xyz):
+        conf.SetAtomPosition(i, p.tolist())
+    mol.AddConformer(conf)
+    return mol
+
+
 def test_split_never_leaves_the_training_set_empty():
     specs = [_spec("C", "methane"), _spec("CC", "ethane")]
     ds = generate_conformers(specs, elements=HCNO, per_molecule=1, test_per_molecule=1, test_fraction=0.9, attempts=2)

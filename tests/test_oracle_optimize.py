@@ -130,6 +130,30 @@ def test_failed_oracle_step_ends_the_trajectory_with_its_status(oracle):
     assert len(extra_frames(out)) == 0
 
 
+def test_geometric_reaches_the_cartesian_minimum_in_fewer_oracle_calls(oracle, converged):
+    """The reference optimiser: geomeTRIC's internal coordinates on the same oracle find the same
+    minimum as the Cartesian LBFGS (to its tolerance) with fewer gradients, and record every
+    call as a frame with the same conventions."""
+    ds = _dataset(WATER, METHANOL)
+    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, optimiser="geometric")
+    lbfgs = final_frames(converged)
+    for traj, last in final_frames(out).items():
+        frames = [c for c in out if c.props["traj"] == traj]
+        assert [c.props["step"] for c in frames] == list(range(len(frames)))
+        assert last.props["end"] == END_CONVERGED and all(c.props["end"] == END_LIMIT for c in frames[:-1])
+        np.testing.assert_array_equal(frames[0].coordinates, np.array((WATER, METHANOL)[traj][1]))
+        assert last.energy <= lbfgs[traj].energy + 2e-6  # Hartree: no higher than the Cartesian minimum
+        assert _max_atom_force(last.forces) < 4.5e-4 * 1.8897 * np.sqrt(3) + 1e-9  # GAU gmax, per atom
+        assert len(frames) < len([c for c in converged if c.props["traj"] == traj])
+    # its step limit ends a trajectory as "stopped", and a failed call as failed
+    limited = optimise_dataset(oracle, ds.subset([1]), fmax=FMAX, max_steps=2, optimiser="geometric")
+    assert limited.conformers[-1].props["end"] == END_LIMIT
+    failed = optimise_dataset(oracle, _dataset(CLASHING_WATER), fmax=FMAX, max_steps=3, optimiser="geometric")
+    assert [c.props["end"] for c in failed] == [END_FAILED]
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        optimise_dataset(oracle, ds.subset([0]), fmax=FMAX, max_steps=3, optimiser="bfgs")
+
+
 def test_shuffled_is_a_seeded_permutation():
     assert sorted(shuffled(10, 3)) == list(range(10))
     assert shuffled(10, 3) == shuffled(10, 3) != shuffled(10, 4)

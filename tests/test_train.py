@@ -1,5 +1,4 @@
 """golf.train on a synthetic potential: harmonic bonds on RDKit-embedded molecules (no Psi4 needed).
-
 E = sum_atoms e0[Z] + sum_bonds K (r - r0)^2, with r0 the bond length of the embedded geometry;
 forces are analytic. Conformations are the embedded geometry plus Gaussian noise.
 """
@@ -12,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from rdkit.Chem import AllChem
 
 from golf.data import Conformer, Dataset, Molecule
 from golf.nnp import UnsupportedElement, build_model, fit_self_energies
-from golf.train import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, split_molecules, train
+from golf.train import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, train, validation_keys
 
 SMILES = ["CCO", "CC(=O)O", "CCN", "CC(C)O", "OCCO", "CC=O", "NCC(=O)O", "COC", "CC#N", "C1CCOC1"]
 E0 = {1: -0.5, 6: -38.0, 7: -54.6, 8: -75.1}
@@ -172,12 +172,22 @@ def test_batch_composition_draws_the_d0_share():
 
 
 def test_validation_split_is_by_molecule_and_seeded():
-    ids = list(range(50))
-    a = split_molecules(ids + ids, 0.1, seed=3)
-    assert len(a) == 5 and a == split_molecules(reversed(ids), 0.1, seed=3)
-    assert a != split_molecules(ids, 0.1, seed=4)
-    assert split_molecules(ids, 0.0, seed=3) == set()
-    assert len(split_molecules([1, 2], 0.9, seed=0)) == 1  # one molecule always stays for training
+    rows = [SimpleNamespace(molecule_id=i, conformer_id=c) for i in range(50) for c in range(2)]
+    a = validation_keys(rows, 0.1, seed=3)
+    assert len(a) == 5 and a == validation_keys(list(reversed(rows)), 0.1, seed=3)
+    assert a != validation_keys(rows, 0.1, seed=4)
+    assert validation_keys(rows, 0.0, seed=3) == set()
+    assert len(validation_keys(rows[:4], 0.9, seed=0)) == 1  # one molecule always stays for training
+
+
+def test_validation_split_by_conformer_holds_out_conformations_of_trained_molecules():
+    rows = [SimpleNamespace(molecule_id=i, conformer_id=c) for i in range(10) for c in range(4)]
+    keys = validation_keys(rows, 0.25, seed=1, by="conformer")
+    assert len(keys) == 10 and all(isinstance(k, tuple) for k in keys)
+    # conformations, not whole molecules: a molecule keeps training conformations beside held-out ones
+    assert any(0 < sum(k[0] == m for k in keys) < 4 for m in range(10))
+    with pytest.raises(TrainError, match="molecule' or 'conformer"):
+        validation_keys(rows, 0.25, seed=1, by="atom")
 
 
 def test_bad_input_gives_clear_errors():

@@ -153,9 +153,20 @@ def generate_conformers(
     seed: int = 42,
     mmff_relax: bool = False,
     rmsd_threshold: float = 0.3,
+    split: str = "molecule",
     skipped: list[dict] | None = None,
 ) -> Dataset:
-    """Conformers of every usable molecule, split into train and test by molecule (seeded)."""
+    """Conformers of every usable molecule, split into train and test (seeded).
+
+    ``split="molecule"`` (the paper's): about ``test_fraction`` of the molecules are test
+    molecules with ``test_per_molecule`` conformers each, the others train molecules with
+    ``per_molecule``. ``split="conformer"``: every molecule has ``per_molecule`` train conformers
+    and up to ``test_per_molecule`` more, each at least ``rmsd_threshold`` from all of them, as
+    test conformers; those form a second molecule entry (id ``n + id``, split "test", same SMILES
+    and name), so the rest of the workflow sees the test set as test molecules either way.
+    """
+    if split not in ("molecule", "conformer"):
+        raise ValueError(f"conformers.split must be 'molecule' or 'conformer', not {split!r}")
     from rdkit import Chem
 
     skipped = list(skipped or [])
@@ -169,22 +180,31 @@ def generate_conformers(
             continue
         usable.append(spec)
 
-    test_ids = _test_molecules([Chem.MolFromSmiles(s.smiles) for s in usable], test_fraction, seed)
+    by_conformer = split == "conformer"
+    test_ids = set() if by_conformer else _test_molecules([Chem.MolFromSmiles(s.smiles) for s in usable], test_fraction, seed)
 
     dataset = Dataset()
+    test_part = Dataset()
     for mid, spec in enumerate(usable):
-        split = "test" if mid in test_ids else "train"
-        n_keep = test_per_molecule if split == "test" else per_molecule
+        role = "test" if mid in test_ids else "train"
+        n_keep = test_per_molecule if role == "test" else per_molecule
         try:
             species, coords, charge, multiplicity = embed(
-                spec.smiles, n_keep, attempts, seed, mmff_relax, rmsd_threshold
+                spec.smiles, n_keep + (test_per_molecule if by_conformer else 0), attempts, seed, mmff_relax, rmsd_threshold
             )
         except (ValueError, RuntimeError) as err:
             skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": str(err)})
             continue
-        dataset.molecules[mid] = Molecule(mid, spec.smiles, spec.name, charge, multiplicity, split)
-        for cid, xyz in enumerate(coords):
+        dataset.molecules[mid] = Molecule(mid, spec.smiles, spec.name, charge, multiplicity, role)
+        for cid, xyz in enumerate(coords[:n_keep]):
             dataset.conformers.append(Conformer(mid, cid, species, xyz))
+        if by_conformer and coords[n_keep:]:
+            tid = len(usable) + mid
+            test_part.molecules[tid] = Molecule(tid, spec.smiles, spec.name, charge, multiplicity, "test")
+            for cid, xyz in enumerate(coords[n_keep:]):
+                test_part.conformers.append(Conformer(tid, cid, species, xyz))
+    dataset.molecules.update(test_part.molecules)
+    dataset.conformers.extend(test_part.conformers)
 
     for item in skipped:
         log.warning("skipped %s (%s): %s", item["name"], item["smiles"], item["reason"])

@@ -47,19 +47,20 @@ def _start_order(n: int, rng: np.random.Generator):
         yield from rng.permutation(n).tolist()
 
 
-def start_pool(d0: Dataset, surrogates: SurrogatePool, exclude_molecules=frozenset()) -> Dataset:
-    """Labelled D0 conformations of molecules that are not excluded and that MMFF can handle
-    (a molecule without MMFF parameters is left out and logged, not a failed round)."""
+def start_pool(d0: Dataset, surrogates: SurrogatePool, exclude=None) -> Dataset:
+    """Labelled D0 conformations that are not excluded (a predicate on conformers) of molecules
+    MMFF can handle (a molecule without MMFF parameters is left out and logged, not a failed
+    round)."""
     usable = {}
     for mid, mol in d0.molecules.items():
-        if mid in exclude_molecules:
-            continue
         try:
             surrogates[mol.smiles]
             usable[mid] = True
         except SurrogateError as err:
             log.warning("molecule %d (%s) is not used as a GOLF start: %s", mid, mol.smiles, err)
-    starts = d0.subset([c.labelled and c.molecule_id in usable for c in d0.conformers])
+    starts = d0.subset(
+        [c.labelled and c.molecule_id in usable and not (exclude and exclude(c)) for c in d0.conformers]
+    )
     if not len(starts):
         raise ValueError("D0 has no labelled conformation to start GOLF trajectories from")
     return starts
@@ -77,7 +78,7 @@ def run_golf_trajectories(
     round_index: int = 0,
     max_displacement: float | None = None,
     max_trajectories: int | None = None,
-    exclude_molecules: set[int] | frozenset[int] = frozenset(),
+    exclude=None,
     progress: bool = True,
 ) -> Dataset:
     """Trajectories of one GOLF round, every frame kept (positions, NNP energy/forces, MMFF).
@@ -91,15 +92,15 @@ def run_golf_trajectories(
         mmff_threshold: kcal/mol, see :func:`golf.select.select_conformation`.
         seed: seeds the start-conformation sampling.
         max_trajectories: safety stop (default 50 x n_candidates) when almost nothing is accepted.
-        exclude_molecules: molecule ids never started from (training's validation molecules:
-            their labels would not be trained on, yet would count as oracle calls).
+        exclude: a predicate on D0 conformers never started from (training's validation
+            conformations: their labels would not be trained on, yet would count as oracle calls).
 
     Frames are conformers with props ``traj``, ``step`` (0 = start), ``start_row`` (row in the
     start pool), ``round``, ``nnp_energy`` (Hartree), ``nnp_forces`` (Hartree/Angstrom),
     ``mmff_energy`` (kcal/mol), ``repaired`` (0/1) and ``end_reason`` (code into END_REASONS).
     """
     surrogates = SurrogatePool()
-    starts = start_pool(d0, surrogates, exclude_molecules)
+    starts = start_pool(d0, surrogates, exclude)
     max_trajectories = max_trajectories or 50 * n_candidates
     order = _start_order(len(starts), np.random.default_rng(seed))
 

@@ -49,7 +49,7 @@ from golf.data import Dataset, require_total_energies
 from golf.nnp import NNP, dataset_digest, padded_batch, resolve_device
 from golf.units import HARTREE_TO_KCALPERMOL
 
-__all__ = ["TrainSettings", "TrainResult", "TrainError", "train", "batch_composition", "split_molecules"]
+__all__ = ["TrainSettings", "TrainResult", "TrainError", "train", "batch_composition", "validation_keys", "validation_key"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class TrainSettings:
         rho: energy weight; forces get 1 - rho (the authors' code, see the module docstring).
         grad_clip: maximum gradient norm (1.0).
         initial_conf_pct: share of each batch drawn from D0 when ``new`` is given (0.1).
-        val_fraction: fraction of D0's molecules held out for validation (split by molecule).
+        val_fraction: fraction of D0's molecules (or conformations) held out for validation.
+        val_split: "molecule" (the paper's split) or "conformer" (:func:`validation_keys`).
         eval_every: steps between evaluations (a metrics row, best-model check).
         seed: seeds the validation split, the batch sampling and nothing else (the model's
             initial weights come from ``build_model(seed=...)``).
@@ -101,6 +102,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     initial_conf_pct: float = 0.1
     val_fraction: float = 0.1
+    val_split: str = "molecule"
     eval_every: int = 100
     seed: int = 0
     device: str = "auto"
@@ -134,18 +136,29 @@ class TrainResult:
     skipped_steps: int
 
 
-def split_molecules(molecule_ids, val_fraction: float, seed: int) -> set[int]:
-    """Molecule ids held out for validation: a seeded ``ceil(fraction * n)`` of the distinct ids.
+def validation_key(conformer, by: str = "molecule"):
+    """What the validation split holds out: a molecule (id) or one conformer ((id, conformer id))."""
+    if by == "conformer":
+        return (int(conformer.molecule_id), int(conformer.conformer_id))
+    return int(conformer.molecule_id)
 
-    At least one molecule stays for training; the result depends only on the set of ids and the
-    seed, so every GOLF round holds out the same D0 molecules.
+
+def validation_keys(rows, val_fraction: float, seed: int, by: str = "molecule") -> set:
+    """Keys (:func:`validation_key`) held out for validation: a seeded ``ceil(fraction * n)`` of
+    the distinct keys of ``rows``, by molecule (the paper's split) or by conformer (the default
+    study's test split is by conformer, and its validation mimics it).
+
+    At least one key stays for training; the result depends only on the set of keys and the
+    seed, so every GOLF round holds out the same D0 conformations.
     """
-    ids = np.array(sorted({int(i) for i in molecule_ids}), dtype=np.int64)
-    if val_fraction <= 0 or len(ids) < 2:
+    if by not in ("molecule", "conformer"):
+        raise TrainError(f"validation split must be by 'molecule' or 'conformer', not {by!r}")
+    keys = sorted({validation_key(c, by) for c in rows})
+    if val_fraction <= 0 or len(keys) < 2:
         return set()
-    n_val = min(math.ceil(val_fraction * len(ids)), len(ids) - 1)
+    n_val = min(math.ceil(val_fraction * len(keys)), len(keys) - 1)
     rng = np.random.default_rng([seed, 0x5EED])
-    return {int(i) for i in rng.permutation(ids)[:n_val]}
+    return {keys[i] for i in rng.permutation(np.arange(len(keys)))[:n_val]}
 
 
 def batch_composition(
@@ -288,16 +301,17 @@ class _Pools:
     d0: _Pool
     new: _Pool | None
     val: _Pool | None
-    val_ids: set[int]
+    val_ids: set  # validation_key values
 
 
 def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSettings, device) -> _Pools:
     """Labelled conformations into device pools, the validation molecules held out (by molecule)."""
     d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
-    val_ids = split_molecules([c.molecule_id for c in d0_rows], settings.val_fraction, settings.seed)
-    val_rows = [c for c in d0_rows + new_rows if c.molecule_id in val_ids]
-    d0_rows = [c for c in d0_rows if c.molecule_id not in val_ids]
-    new_rows = [c for c in new_rows if c.molecule_id not in val_ids]
+    by = settings.val_split
+    val_ids = validation_keys(d0_rows, settings.val_fraction, settings.seed, by)
+    val_rows = [c for c in d0_rows + new_rows if validation_key(c, by) in val_ids]
+    d0_rows = [c for c in d0_rows if validation_key(c, by) not in val_ids]
+    new_rows = [c for c in new_rows if validation_key(c, by) not in val_ids]
     if not d0_rows and not new_rows:
         raise TrainError("no labelled (status 'ok') training conformations with finite energies and forces")
     if not d0_rows:  # a pure-new fine-tune: treat the new data as the only pool
@@ -311,11 +325,12 @@ def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSet
         val_ids=val_ids,
     )
     log.info(
-        "training on %d D0 + %d new conformations, validating on %d (%d molecules); %d steps on %s",
+        "training on %d D0 + %d new conformations, validating on %d (%d %ss); %d steps on %s",
         pools.d0.size,
         pools.new.size if pools.new else 0,
         pools.val.size if pools.val else 0,
         len(val_ids),
+        settings.val_split,
         settings.steps,
         device,
     )
@@ -688,6 +703,7 @@ def _result(run: _Run, d0: Dataset, settings: TrainSettings, pools: _Pools, data
         "n_train_d0": pools.d0.size,
         "n_train_new": pools.new.size if pools.new else 0,
         "n_val": pools.val.size if pools.val else 0,
-        "val_molecules": sorted(pools.val_ids),
+        "val_split": settings.val_split,
+        "val_keys": [list(k) if isinstance(k, tuple) else k for k in sorted(pools.val_ids)],
     }
     return TrainResult(model, pd.DataFrame(run.history, columns=HISTORY_COLUMNS), best_step, run.skipped)

@@ -132,6 +132,7 @@ def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_t
         rho=t["rho"],
         grad_clip=t["grad_clip"],
         val_fraction=t["val_fraction"],
+        val_split=params["val_split"],
         initial_conf_pct=params["initial_conf_pct"],
         eval_every=max(1, steps // 20),
         seed=t["seed"],
@@ -141,14 +142,16 @@ def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_t
     )
 
 
-def validation_molecules(validation: dict, d0) -> set[int]:
-    """D0 molecules that training holds out for validation (the same seeded split as
-    :func:`golf.train.train`; ``validation`` holds train.val_fraction and train.seed). GOLF and
-    trajectory starts avoid them: labels of these molecules would never be trained on, yet would
-    count as extra oracle calls."""
-    from golf.train import split_molecules
+def is_validation(validation: dict, d0):
+    """A predicate on conformers: those of D0 that training holds out for validation (the same
+    seeded split as :func:`golf.train.train`; ``validation`` holds train.val_fraction,
+    train.seed and train.val_split). GOLF and trajectory starts avoid them: their labels would
+    not be trained on, yet would count as extra oracle calls."""
+    from golf.train import validation_key, validation_keys
 
-    return split_molecules([c.molecule_id for c in d0.labelled()], validation["val_fraction"], validation["seed"])
+    by = validation["val_split"]
+    keys = validation_keys(d0.labelled(), validation["val_fraction"], validation["seed"], by)
+    return lambda c: validation_key(c, by) in keys
 
 
 def scatter_item(item: str) -> tuple[int, int]:

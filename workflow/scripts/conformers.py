@@ -16,6 +16,7 @@ dataset = conformers.generate_conformers(
     seed=settings["seed"],
     mmff_relax=settings["mmff_relax"],
     rmsd_threshold=settings["rmsd_threshold"],
+    split=settings["split"],
     skipped=skipped,
 )
 dataset.attrs.update(kind="conformers", config_digest=data.config_digest(dict(snakemake.params)))

@@ -4,7 +4,7 @@ import torch
 
 from golf import data, nnp
 from golf.explore import run_golf_trajectories
-from golf.workflow import log_to, validation_molecules
+from golf.workflow import log_to, is_validation
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -22,7 +22,7 @@ trajectories = run_golf_trajectories(
     seed=golf["seed"] * 1000 + r,  # a different, reproducible start sample every round
     round_index=r,
     max_displacement=golf["max_displacement"],
-    exclude_molecules=validation_molecules(snakemake.params.validation, d0),
+    exclude=is_validation(snakemake.params.validation, d0),
 )
 trajectories.attrs["config_digest"] = data.config_digest(dict(snakemake.params))
 data.write(snakemake.output.trajectories, trajectories)

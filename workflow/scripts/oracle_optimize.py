@@ -3,7 +3,7 @@
 from golf import data
 from golf.oracle import Oracle
 from golf.oracle_optimize import optimise_dataset, shuffled
-from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item, validation_molecules
+from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item, is_validation
 
 log_to(snakemake.log[0])
 params = snakemake.params
@@ -16,8 +16,8 @@ if params.traj is not None:
     # The trajectory baseline starts from labelled D0 conformations in a seeded random order,
     # of molecules that training does not hold out for validation; this chunk runs whole
     # trajectories until its share of the budget is spent, the gather keeps k in that order.
-    held_out = validation_molecules(params.traj["validation"], starts)
-    starts = starts.subset([c.labelled and c.molecule_id not in held_out for c in starts.conformers])
+    held_out = is_validation(params.traj["validation"], starts)
+    starts = starts.subset([c.labelled and not held_out(c) for c in starts.conformers])
     order = shuffled(len(starts), params.traj["seed"])[chunk::n_chunks]
     budget = params.traj["share"]
 else:
@@ -33,6 +33,7 @@ with Oracle(oracle_settings(params.oracle)) as oracle:
         budget=budget,
         whole_trajectories=True,
         order=order,
+        optimiser=params.optimiser,
     )
     for frame in trajectories.conformers:  # the rank in the whole seeded order, for the gather
         frame.props["rank"] = chunk + frame.props["rank"] * n_chunks

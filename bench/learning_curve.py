@@ -1,0 +1,119 @@
+"""Learning curve of the baseline: D0 size against validation force error and divergence.
+
+Issue 13.6: where does a from-scratch NNP enter the paper's regime (diverges on some
+conformations, not on most)? This measures it on *validation* conformations, never the study's
+test set: the molecules of ``--molecules``, conformers drawn with ``--conformer-seed`` (not the
+study's ``conformers.seed``), split by conformer as the default study. For each D0 size n (train
+conformers per molecule, nested: size 4 holds size 2's) a baseline is trained with the study
+config's settings and evaluated with the paper's protocol (L-BFGS lr 1, max_iter 5, no cap, T
+steps) against geomeTRIC minima of the validation conformations; DFT is the study's oracle, so
+labels land in (and come from) the study's label cache.
+
+    .venv/bin/python bench/learning_curve.py --sizes 2 4 8 16 --workers 2
+
+prints one row per size: D0 labels, the baseline's validation force MAE (training's own held-out
+conformations, kcal/mol/A), and on the validation starts pct_div, mean pct, mean E_res, success;
+plus MMFF's row for scale. Seconds per stage go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "config/config.yaml"))
+    ap.add_argument("--molecules", default=None, help="molecule list (default: the config's)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--val-per-molecule", type=int, default=1)
+    ap.add_argument("--conformer-seed", type=int, default=7)
+    ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default: train.baseline_steps)")
+    ap.add_argument("--timelimit", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    from golf import config as golf_config
+    from golf import evaluate, metrics
+    from golf.conformers import generate_conformers, read_molecule_list
+    from golf.labels import label_pending
+    from golf.oracle import Oracle
+    from golf.oracle_optimize import optimise_dataset
+    from golf.train import train
+    from golf.workflow import new_model, oracle_settings, train_settings
+
+    torch.set_num_threads(args.threads)
+    cfg = golf_config.load(args.config)
+    specs, skipped = read_molecule_list(args.molecules or str(ROOT / cfg["molecules"]))
+    clock = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        print(f"[{name}] {now - clock:.0f} s", file=sys.stderr, flush=True)
+        clock = now
+
+    c = cfg["conformers"]
+    conformers = generate_conformers(
+        specs, elements=cfg["elements"], per_molecule=max(args.sizes), test_per_molecule=args.val_per_molecule,
+        test_fraction=0.0, attempts=max(c["attempts"], 3 * (max(args.sizes) + args.val_per_molecule)),
+        seed=args.conformer_seed, mmff_relax=c["mmff_relax"], rmsd_threshold=c["rmsd_threshold"],
+        split="conformer", skipped=list(skipped),
+    )  # fmt: skip
+    oracle_cfg = {k: v for k, v in cfg["oracle"].items() if k not in ("chunks", "max_force_norm", "allow_mixed_provenance")}
+    with Oracle(oracle_settings(oracle_cfg, workers=args.workers)) as oracle:
+        train_set = oracle.label(conformers.split("train"), progress=False)
+        stage(f"D0 labels ({len(train_set)})")
+        reference = optimise_dataset(
+            oracle, conformers.split("test"), fmax=cfg["optimisation"]["fmax"],
+            max_steps=cfg["optimisation"]["max_steps"], optimiser="geometric", workers=args.workers,
+        )  # fmt: skip
+        starts, minima = evaluate.test_set(reference)
+        stage(f"references ({len(starts)} converged of {len(conformers.split('test'))}, {len(reference)} calls)")
+
+        rows = []
+        mmff = label_pending(oracle, evaluate.mmff_frames(starts, args.timelimit))
+        tables = {"mmff": evaluate.per_step_table("mmff", mmff, starts, minima)}
+        for n in sorted(args.sizes):
+            d0 = train_set.subset([c.conformer_id < n for c in train_set.conformers])
+            model_cfg = {"nnp": cfg["nnp"], "elements": cfg["elements"], "oracle": cfg["oracle"],
+                         "train": cfg["train"] | {"seed": args.train_seed}}  # fmt: skip
+            params = {"train": model_cfg["train"], "device": "cpu", "initial_conf_pct": cfg["golf"]["initial_conf_pct"],
+                      "val_split": "conformer"}  # fmt: skip
+            settings = train_settings(params, steps=args.steps or cfg["train"]["baseline_steps"])
+            result = train(new_model(model_cfg, d0), d0, None, settings)
+            best = result.history.loc[result.history["step"] == result.best_step].iloc[-1]
+            stage(f"train n={n}")
+            frames = evaluate.nnp_frames(result.model, starts, args.timelimit, [args.timelimit])
+            frames = label_pending(oracle, frames.subset([f.props["step"] == args.timelimit for f in frames]))
+            tables[f"n={n}"] = evaluate.per_step_table(f"n={n}", frames, starts, minima)
+            stage(f"evaluate n={n}")
+            rows.append({"model": f"n={n}", "d0_labels": len(d0), "val_force_mae": float(best["val_force_mae_kcalmol_per_A"])})
+    summary = []
+    for name, table in tables.items():
+        per = metrics.conformation_metrics(table)
+        per = per[per["step"] == per["step"].max()]
+        summary.append({
+            "model": name, "conformations": int(per["evaluated"].sum()),
+            "pct_div": 100 * per["diverged"].mean(), "failed": int(per["failed"].sum()),
+            "mean_pct": per["pct"].mean(), "mean_e_res": per["e_res_kcal"].mean(),
+            "success": 100 * per["success"].mean(),
+        })  # fmt: skip
+    out = pd.DataFrame(summary).merge(pd.DataFrame(rows), on="model", how="left")
+    print(out.to_markdown(index=False, floatfmt=".3g"))
+
+
+if __name__ == "__main__":
+    main()
