@@ -72,7 +72,9 @@ def main() -> None:
         seed=args.conformer_seed, mmff_relax=c["mmff_relax"], rmsd_threshold=c["rmsd_threshold"],
         split="conformer", skipped=list(skipped),
     )  # fmt: skip
-    oracle_cfg = {k: v for k, v in cfg["oracle"].items() if k not in ("chunks", "max_force_norm", "allow_mixed_provenance")}
+    oracle_cfg = {
+        k: v for k, v in cfg["oracle"].items() if k not in ("chunks", "max_force_norm", "allow_mixed_provenance")
+    }
     with Oracle(oracle_settings(oracle_cfg, workers=args.workers)) as oracle:
         train_set = oracle.label(conformers.split("train"), progress=False)
         stage(f"D0 labels ({len(train_set)})")
@@ -100,7 +102,9 @@ def main() -> None:
             frames = label_pending(oracle, frames.subset([f.props["step"] == args.timelimit for f in frames]))
             tables[f"n={n}"] = evaluate.per_step_table(f"n={n}", frames, starts, minima)
             stage(f"evaluate n={n}")
-            rows.append({"model": f"n={n}", "d0_labels": len(d0), "val_force_mae": float(best["val_force_mae_kcalmol_per_A"])})
+            rows.append(
+                {"model": f"n={n}", "d0_labels": len(d0), "val_force_mae": float(best["val_force_mae_kcalmol_per_A"])}
+            )
     summary = []
     for name, table in tables.items():
         per = metrics.conformation_metrics(table)

@@ -181,7 +181,9 @@ def generate_conformers(
         usable.append(spec)
 
     by_conformer = split == "conformer"
-    test_ids = set() if by_conformer else _test_molecules([Chem.MolFromSmiles(s.smiles) for s in usable], test_fraction, seed)
+    test_ids = (
+        set() if by_conformer else _test_molecules([Chem.MolFromSmiles(s.smiles) for s in usable], test_fraction, seed)
+    )
 
     dataset = Dataset()
     test_part = Dataset()
@@ -190,7 +192,12 @@ def generate_conformers(
         n_keep = test_per_molecule if role == "test" else per_molecule
         try:
             species, coords, charge, multiplicity = embed(
-                spec.smiles, n_keep + (test_per_molecule if by_conformer else 0), attempts, seed, mmff_relax, rmsd_threshold
+                spec.smiles,
+                n_keep + (test_per_molecule if by_conformer else 0),
+                attempts,
+                seed,
+                mmff_relax,
+                rmsd_threshold,
             )
         except (ValueError, RuntimeError) as err:
             skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": str(err)})

@@ -58,9 +58,7 @@ def start_pool(d0: Dataset, surrogates: SurrogatePool, exclude=None) -> Dataset:
             usable[mid] = True
         except SurrogateError as err:
             log.warning("molecule %d (%s) is not used as a GOLF start: %s", mid, mol.smiles, err)
-    starts = d0.subset(
-        [c.labelled and c.molecule_id in usable and not (exclude and exclude(c)) for c in d0.conformers]
-    )
+    starts = d0.subset([c.labelled and c.molecule_id in usable and not (exclude and exclude(c)) for c in d0.conformers])
     if not len(starts):
         raise ValueError("D0 has no labelled conformation to start GOLF trajectories from")
     return starts

@@ -82,7 +82,9 @@ def optimise_one(
     """Frames of one oracle optimisation. ``fmax`` in Hartree/Angstrom (``lbfgs`` only; geomeTRIC
     uses its own criteria); frame 0 is the start."""
     if optimiser == "geometric":
-        return _optimise_one_geometric(oracle, conformer, charge, multiplicity, traj=traj, max_steps=max_steps, budget=budget, whole=whole)
+        return _optimise_one_geometric(
+            oracle, conformer, charge, multiplicity, traj=traj, max_steps=max_steps, budget=budget, whole=whole
+        )
     if optimiser != "lbfgs":
         raise ValueError(f"unknown optimiser {optimiser!r} (lbfgs, geometric)")
     from ase import Atoms
@@ -116,7 +118,9 @@ class _Recorder:
     :class:`_Stop` on a failed call or a spent budget (frame 0 repeats a label D0 or the test set
     already has, a cache hit, so it is free)."""
 
-    def __init__(self, oracle, conformer: Conformer, charge: int, multiplicity: int, traj: int, budget: _Budget, whole: bool):
+    def __init__(
+        self, oracle, conformer: Conformer, charge: int, multiplicity: int, traj: int, budget: _Budget, whole: bool
+    ):
         self.oracle, self.conformer, self.charge, self.multiplicity = oracle, conformer, charge, multiplicity
         self.traj, self.budget, self.whole = traj, budget, whole
         self.frames: list[Conformer] = []
@@ -153,7 +157,9 @@ class _Recorder:
             self.frames[-1].props["end"] = END_FAILED
 
 
-def _optimise_one_geometric(oracle, conformer, charge, multiplicity, *, traj, max_steps, budget, whole) -> list[Conformer]:
+def _optimise_one_geometric(
+    oracle, conformer, charge, multiplicity, *, traj, max_steps, budget, whole
+) -> list[Conformer]:
     """geomeTRIC (TRIC coordinates, Gaussian's default criteria) on the oracle; see the module doc."""
     from geometric.engine import Engine
     from geometric.errors import GeomOptNotConvergedError

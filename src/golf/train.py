@@ -49,7 +49,15 @@ from golf.data import Dataset, require_total_energies
 from golf.nnp import NNP, dataset_digest, padded_batch, resolve_device
 from golf.units import HARTREE_TO_KCALPERMOL
 
-__all__ = ["TrainSettings", "TrainResult", "TrainError", "train", "batch_composition", "validation_keys", "validation_key"]
+__all__ = [
+    "TrainSettings",
+    "TrainResult",
+    "TrainError",
+    "train",
+    "batch_composition",
+    "validation_keys",
+    "validation_key",
+]
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import torch
 
 from golf import data, nnp
 from golf.explore import run_golf_trajectories
-from golf.workflow import log_to, is_validation
+from golf.workflow import is_validation, log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

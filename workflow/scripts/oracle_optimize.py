@@ -3,7 +3,7 @@
 from golf import data
 from golf.oracle import Oracle
 from golf.oracle_optimize import optimise_dataset, shuffled
-from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item, is_validation
+from golf.workflow import is_validation, log_to, oracle_provenance, oracle_settings, scatter_item
 
 log_to(snakemake.log[0])
 params = snakemake.params
