@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--val-per-molecule", type=int, default=1)
     ap.add_argument("--conformer-seed", type=int, default=7)
+    ap.add_argument("--noise", type=float, default=None, help="conformers.noise (default: the config's)")
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: train.baseline_steps)")
     ap.add_argument("--timelimit", type=int, default=100)
@@ -71,6 +73,7 @@ def main() -> None:
         test_fraction=0.0, attempts=max(c["attempts"], 3 * (max(args.sizes) + args.val_per_molecule)),
         seed=args.conformer_seed, mmff_relax=c["mmff_relax"], rmsd_threshold=c["rmsd_threshold"],
         split="conformer", skipped=list(skipped),
+        noise=c["noise"] if args.noise is None else args.noise,
     )  # fmt: skip
     oracle_cfg = {
         k: v for k, v in cfg["oracle"].items() if k not in ("chunks", "max_force_norm", "allow_mixed_provenance")
@@ -102,9 +105,9 @@ def main() -> None:
             frames = label_pending(oracle, frames.subset([f.props["step"] == args.timelimit for f in frames]))
             tables[f"n={n}"] = evaluate.per_step_table(f"n={n}", frames, starts, minima)
             stage(f"evaluate n={n}")
-            rows.append(
-                {"model": f"n={n}", "d0_labels": len(d0), "val_force_mae": float(best["val_force_mae_kcalmol_per_A"])}
-            )
+            force_mae = float(best["val_force_mae_kcalmol_per_A"])
+            golf = _golf_steps(result.model, d0)
+            rows.append({"model": f"n={n}", "d0_labels": len(d0), "val_force_mae": force_mae, **golf})
     summary = []
     for name, table in tables.items():
         per = metrics.conformation_metrics(table)
@@ -117,6 +120,26 @@ def main() -> None:
         })  # fmt: skip
     out = pd.DataFrame(summary).merge(pd.DataFrame(rows), on="model", how="left")
     print(out.to_markdown(index=False, floatfmt=".3g"))
+
+
+def _golf_steps(model, d0) -> dict:
+    """One GOLF round's selection from this baseline (NNP and MMFF only, no DFT), with and without
+    the 0.02 A step cap: the median step of the selected frame and the share of step-0 picks (a
+    rise at the first step re-labels a D0 conformation, which teaches the model nothing new)."""
+    from golf.explore import run_golf_trajectories
+    from golf.select import select_from_trajectories
+
+    out = {}
+    for name, cap in (("uncapped", None), ("capped", 0.02)):
+        frames = run_golf_trajectories(
+            model, d0, n_candidates=32, parallel=32, timelimit=100, mmff_threshold=300.0, seed=0,
+            max_displacement=cap, progress=False,
+        )  # fmt: skip
+        picked = select_from_trajectories(frames, 300.0)
+        steps = [int(c.props["step"]) for c in picked if c.status == "unlabelled"]
+        out[f"golf_step_{name}"] = float(np.median(steps)) if steps else float("nan")
+        out[f"golf_step0_{name}"] = float(np.mean(np.array(steps) == 0)) if steps else float("nan")
+    return out
 
 
 if __name__ == "__main__":

@@ -119,8 +119,18 @@ def evaluation_seed(wildcards):
     return None if evaluation_model(wildcards) == "mmff" else seed_of(wildcards)
 
 
+def evaluated_models():
+    """The NNPs the evaluation runs: every model, or (evaluation.rounds: final) the baseline and
+    the models at the full budget; each evaluation costs one DFT label per test conformation
+    and labelled step."""
+    if config["evaluation"]["rounds"] == "all" or not ROUNDS:
+        return model_names()
+    final = ROUNDS[-1]
+    return [m for m in model_names() if not m.startswith(("golf-", "random-")) or m.endswith(f"-{final}")]
+
+
 def nnp_evaluations():
-    return [evaluation_name(m, cap) for cap in PROTOCOLS for m in model_names()]
+    return [evaluation_name(m, cap) for cap in PROTOCOLS for m in evaluated_models()]
 
 
 def get_evaluation_files(kind):
@@ -134,6 +144,13 @@ def get_evaluation_files(kind):
         *per_seed(f"{RUN}/{pattern}", name=nnp_evaluations()),
         f"results/{pattern.format(name='mmff')}",
     ]
+
+
+def get_model_metrics():
+    """Training metrics of every evaluated NNP that was trained here (the report prints its
+    validation force error); an imported baseline has none."""
+    models = [m for m in evaluated_models() if not (m == "baseline" and config["nnp"]["baseline_model"])]
+    return per_seed(f"{RUN}/models/{{model}}.metrics.csv", model=models)
 
 
 def get_final_outputs():

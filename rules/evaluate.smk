@@ -84,6 +84,7 @@ rule report:
         random_labels=get_report_random_labels(),
         traj=get_traj_trajectories(),
         reference=get_reference(),
+        model_metrics=get_model_metrics(),
     output:
         summary=report(
             "results/report/summary.md",

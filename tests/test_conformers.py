@@ -168,6 +168,22 @@ def test_split_by_conformer_tests_new_conformers_of_every_molecule():
         generate_conformers(specs, split="scaffold", **kw)
 
 
+def test_noise_gives_rigid_molecules_their_share_of_distorted_conformers():
+    specs = [_spec("C=O", "formaldehyde"), _spec("CCO", "ethanol")]
+    kw = dict(elements=HCNO, per_molecule=4, test_per_molecule=2, test_fraction=0.0, attempts=10, seed=3)
+    plain = generate_conformers(specs, split="conformer", **kw)
+    noisy = generate_conformers(specs, split="conformer", noise=0.05, **kw)
+    assert sum(c.molecule_id == 0 for c in plain) < 4  # ETKDG finds fewer distinct formaldehydes
+    assert [sum(c.molecule_id == m for c in noisy) for m in (0, 1, 2, 3)] == [4, 4, 2, 2]
+    again = generate_conformers(specs, split="conformer", noise=0.05, **kw)
+    for a, b in zip(noisy, again, strict=True):  # seeded
+        np.testing.assert_array_equal(a.coordinates, b.coordinates)
+    # each is an ETKDG conformer plus noise of about the asked size
+    base = next(c for c in plain if c.molecule_id == 1 and c.conformer_id == 0).coordinates
+    first = next(c for c in noisy if c.molecule_id == 1 and c.conformer_id == 0).coordinates
+    assert 0.03 < np.std(first - base) < 0.07
+
+
 def _with_coordinates(smiles, xyz):
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
     conf = Chem.Conformer(mol.GetNumAtoms())

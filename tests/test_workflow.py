@@ -132,6 +132,29 @@ def test_rerun_of_a_round_makes_no_oracle_call(tiny_study, tmp_path):
 
 
 @slow
+def test_the_tiny_study_reproduces_its_models_and_report_exactly(tiny_study, tmp_path):
+    """Issue 13.5: the same config and seeds on the same machine give the same models and the
+    same report numbers. The second study starts from nothing but the first one's label cache
+    (a label is a function of its geometry), so any drift in a trajectory would show as a new
+    DFT call as well as in the models and the tables."""
+    again = tmp_path / "again"
+    shutil.copytree(tiny_study / "results/cache", again / "results/cache")
+    snakemake(again)
+    assert _oracle_calls_in(again) == 0, "the second study met a geometry the first one never labelled"
+    models = sorted(p.relative_to(tiny_study) for p in (tiny_study / "results/models").glob("*.pt"))
+    assert len(models) >= 4  # baseline, golf-1, traj-k, random-1
+    for path in models:
+        a, b = (torch.load(root / path, weights_only=True)["state_dict"] for root in (tiny_study, again))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{path}: {key} differs"
+    for table in ("summary.csv", "steps.csv", "paired.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tiny_study / "results/report" / table), pd.read_csv(again / "results/report" / table)
+        )
+
+
+@slow
 def test_html_report(tiny_study):
     snakemake(tiny_study, "--report", str(tiny_study / "report.html"))
     html = (tiny_study / "report.html").read_text(errors="replace")

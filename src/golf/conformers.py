@@ -121,6 +121,11 @@ def embed(smiles: str, n_keep: int, attempts: int, seed: int, mmff_relax: bool, 
     return species, coords, charge, multiplicity
 
 
+def _distorted(coords: list[np.ndarray], n: int, sigma: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` geometries: the distinct conformers in turn, each plus N(0, sigma^2) per coordinate."""
+    return [coords[i % len(coords)] + rng.normal(0.0, sigma, coords[i % len(coords)].shape) for i in range(n)]
+
+
 def _test_molecules(mols: list, test_fraction: float, seed: int) -> set[int]:
     """Indices of the test molecules: a seeded random choice of about ``test_fraction`` of them,
     passing over a molecule whose element would then be missing from the training molecules (an
@@ -154,6 +159,7 @@ def generate_conformers(
     mmff_relax: bool = False,
     rmsd_threshold: float = 0.3,
     split: str = "molecule",
+    noise: float = 0.0,
     skipped: list[dict] | None = None,
 ) -> Dataset:
     """Conformers of every usable molecule, split into train and test (seeded).
@@ -164,6 +170,11 @@ def generate_conformers(
     and up to ``test_per_molecule`` more, each at least ``rmsd_threshold`` from all of them, as
     test conformers; those form a second molecule entry (id ``n + id``, split "test", same SMILES
     and name), so the rest of the workflow sees the test set as test molecules either way.
+
+    ``noise`` > 0 (Angstrom): every conformer is one of the molecule's distinct ETKDG conformers
+    plus seeded Gaussian noise of that standard deviation on each coordinate, cycling through
+    the distinct ones, so rigid molecules (one ETKDG conformer) get their share of distorted
+    geometries too (normal-mode-like sampling of the neighbourhood, as ANI's data sets do).
     """
     if split not in ("molecule", "conformer"):
         raise ValueError(f"conformers.split must be 'molecule' or 'conformer', not {split!r}")
@@ -191,14 +202,12 @@ def generate_conformers(
         role = "test" if mid in test_ids else "train"
         n_keep = test_per_molecule if role == "test" else per_molecule
         try:
+            n_embed = n_keep + (test_per_molecule if by_conformer else 0)
             species, coords, charge, multiplicity = embed(
-                spec.smiles,
-                n_keep + (test_per_molecule if by_conformer else 0),
-                attempts,
-                seed,
-                mmff_relax,
-                rmsd_threshold,
+                spec.smiles, n_embed, attempts, seed, mmff_relax, rmsd_threshold
             )
+            if noise > 0:
+                coords = _distorted(coords, n_embed, noise, np.random.default_rng([_rdkit_seed(seed), mid]))
         except (ValueError, RuntimeError) as err:
             skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": str(err)})
             continue

@@ -554,7 +554,7 @@ def coverage_matching(final_geoms, reference_geoms, delta: float = COV_DELTA, *,
     return CovMat(d["cov"], d["mat"])
 
 
-def _seed_key(seed) -> float | None:
+def seed_key(seed) -> float | None:
     """A seed as a dict key: None for "no seed" (NaN or None), else a float so 1 and 1.0 agree."""
     return None if seed is None or pd.isna(seed) else float(seed)
 
@@ -570,7 +570,7 @@ def _by_model(final_geoms) -> dict:
         if isinstance(key, tuple) and len(key) == 3:
             per_model[str(key[0])][(key[1], key[2])] = value
         elif isinstance(key, tuple) and len(key) == 5:
-            per_model[(str(key[0]), str(key[1]), _seed_key(key[2]))][(key[3], key[4])] = value
+            per_model[(str(key[0]), str(key[1]), seed_key(key[2]))][(key[3], key[4])] = value
         else:
             raise MetricsError(
                 "final geometry key must be (model, molecule_id, conformer_id) or "
@@ -635,7 +635,7 @@ def summarise(
     for k, g in finals.groupby(keys, sort=False, dropna=False):
         group = dict(zip(keys, k, strict=True))
         model = str(group["model"])
-        seed = _seed_key(group.get("seed"))
+        seed = seed_key(group.get("seed"))
         own = geoms.get((str(group["protocol"]), model, seed))
         if own is None and model in NON_NEURAL:  # their geometries do not depend on the protocol
             own = geoms.get((PAPER_PROTOCOL, model, seed))

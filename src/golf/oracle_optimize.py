@@ -169,7 +169,8 @@ def _optimise_one_geometric(
     from geometric.params import OptParams
     from rdkit.Chem import GetPeriodicTable
 
-    logging.getLogger("geometric").setLevel(logging.WARNING)  # its per-step INFO lines flood our logs
+    # geomeTRIC logs every step at INFO on its module logger: keep our logs readable
+    logging.getLogger("geometric.nifty").setLevel(logging.WARNING)
     record = _Recorder(oracle, conformer, charge, multiplicity, traj, budget, whole)
 
     class OracleEngine(Engine):

@@ -187,6 +187,7 @@ def _results_table(summary: pd.DataFrame) -> list[str]:
             "COV (%) ↑": _f(r.get("cov_pct")),
             "MAT (Å) ↓": _f(r.get("mat_angstrom"), 2),
             "extra oracle calls": _calls(r.get("extra_oracle_calls")),
+            "val. force MAE (kcal/mol/Å)": _f(r.get("val_force_mae"), 2),
             "n evaluated (not run, no ref.)": f"{_int(r.get('n_evaluated', r.get('n')))} "
             f"({_int(r.get('n_not_run'))}, {_int(r.get('n_no_reference'))})",
         }

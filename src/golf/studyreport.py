@@ -40,6 +40,39 @@ def extra_oracle_calls(round_labels, traj, traj_models, random_labels=()) -> dic
     return calls
 
 
+def validation_force_error(metrics_csv) -> float:
+    """A model's force MAE (kcal/mol/A) on training's held-out validation conformations, at the
+    step training returned (the lowest validation loss; golf.train)."""
+    history = pd.read_csv(metrics_csv).dropna(subset=["val_loss"])
+    if not len(history):
+        return float("nan")
+    return float(history.loc[history["val_loss"].idxmin(), "val_force_mae_kcalmol_per_A"])
+
+
+def with_validation_error(summary: pd.DataFrame, model_metrics) -> pd.DataFrame:
+    """``summary`` with column ``val_force_mae`` from each model's training metrics CSV
+    (``.../seed-<s>/models/<model>.metrics.csv``, or ``.../models/<model>.metrics.csv`` with one
+    seed); NaN for models without one (MMFF, the oracle, an imported baseline)."""
+    import re
+
+    rows = []
+    for path in model_metrics:
+        path = Path(path)
+        seed = re.search(r"seed-(\d+)", str(path))
+        rows.append({
+            "model": path.name.removesuffix(".metrics.csv"),
+            "seed_key": float(seed.group(1)) if seed else None,
+            "val_force_mae": validation_force_error(path),
+        })  # fmt: skip
+    summary = summary.copy()
+    errors = {(r["model"], r["seed_key"]): r["val_force_mae"] for r in rows}
+    seeds = summary["seed"] if "seed" in summary else pd.Series(np.nan, index=summary.index)
+    summary["val_force_mae"] = [
+        errors.get((m, metrics.seed_key(s)), np.nan) for m, s in zip(summary["model"], seeds, strict=True)
+    ]
+    return summary
+
+
 _END_REASON = {0: "stopped at the step limit", -1: "oracle failure"}
 
 
@@ -98,6 +131,7 @@ def build_report(
     settings: dict,
     outdir,
     random_labels=(),
+    model_metrics=(),
 ) -> None:
     """summary.md, summary.csv, steps.csv, paired.csv, unconverged_references.csv and the plots
     in ``outdir``."""
@@ -143,6 +177,7 @@ def build_report(
     )
     steps = metrics.step_metrics(per_step)
     finals = metrics.final_conformations(per_step, final_step)
+    summary = with_validation_error(summary, model_metrics)
     summary.to_csv(outdir / "summary.csv", index=False)
     steps.to_csv(outdir / "steps.csv", index=False)
     unconverged.to_csv(outdir / "unconverged_references.csv", index=False)

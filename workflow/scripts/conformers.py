@@ -17,6 +17,7 @@ dataset = conformers.generate_conformers(
     mmff_relax=settings["mmff_relax"],
     rmsd_threshold=settings["rmsd_threshold"],
     split=settings["split"],
+    noise=settings["noise"],
     skipped=skipped,
 )
 dataset.attrs.update(kind="conformers", config_digest=data.config_digest(dict(snakemake.params)))

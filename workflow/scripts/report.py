@@ -11,6 +11,7 @@ build_report(
     eval_labels=snakemake.input.labels,
     round_labels=snakemake.input.round_labels,
     random_labels=snakemake.input.random_labels,
+    model_metrics=snakemake.input.model_metrics,
     traj=snakemake.input.traj,
     reference=snakemake.input.reference,
     evaluation=snakemake.params.evaluation,
