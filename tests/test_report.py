@@ -339,3 +339,20 @@ def test_extra_oracle_calls_count_golf_and_random_rounds_apart(tmp_path):
     calls = studyreport.extra_oracle_calls(golf, [], [], rand)
     assert (calls["golf-1"], calls["golf-2"], calls["random-1"], calls["random-2"]) == (2, 3, 1, 3)
     assert "random-1" not in studyreport.extra_oracle_calls(golf, [], [])
+
+
+def test_validation_force_error_comes_from_the_step_training_returned(tmp_path):
+    from golf.studyreport import with_validation_error
+
+    history = pd.DataFrame({
+        "step": [100, 200, 300], "val_loss": [0.3, 0.1, 0.2], "val_force_mae_kcalmol_per_A": [9.0, 2.5, 4.0],
+    })  # fmt: skip
+    for seed in (0, 1):
+        (tmp_path / f"seed-{seed}/models").mkdir(parents=True)
+        history.assign(val_force_mae_kcalmol_per_A=history["val_force_mae_kcalmol_per_A"] + seed).to_csv(
+            tmp_path / f"seed-{seed}/models/baseline.metrics.csv", index=False
+        )
+    summary = pd.DataFrame({"model": ["baseline", "baseline", "mmff"], "seed": [0, 1, np.nan]})
+    out = with_validation_error(summary, sorted(tmp_path.rglob("*.metrics.csv")))
+    assert out["val_force_mae"].iloc[:2].tolist() == [2.5, 3.5]  # lowest validation loss, per seed
+    assert np.isnan(out["val_force_mae"].iloc[2])  # MMFF has no training
