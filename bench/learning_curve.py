@@ -52,7 +52,7 @@ def main() -> None:
     from golf.conformers import generate_conformers, read_molecule_list
     from golf.labels import label_pending
     from golf.oracle import Oracle
-    from golf.oracle_optimize import optimise_dataset
+    from golf.oracle_optimize import oracle_trajectories
     from golf.train import train
     from golf.workflow import new_model, oracle_settings, train_settings
 
@@ -81,7 +81,7 @@ def main() -> None:
     with Oracle(oracle_settings(oracle_cfg, workers=args.workers)) as oracle:
         train_set = oracle.label(conformers.split("train"), progress=False)
         stage(f"D0 labels ({len(train_set)})")
-        reference = optimise_dataset(
+        reference = oracle_trajectories(
             oracle, conformers.split("test"), fmax=cfg["optimisation"]["fmax"],
             max_steps=cfg["optimisation"]["max_steps"], optimiser="geometric", workers=args.workers,
         )  # fmt: skip

@@ -59,7 +59,7 @@ def main() -> None:
     from golf import config as golf_config
     from golf.conformers import generate_conformers, read_molecule_list
     from golf.oracle import Oracle
-    from golf.oracle_optimize import final_frames, optimise_dataset
+    from golf.oracle_optimize import final_frames, oracle_trajectories
     from golf.worker_pool import find_psi4_python
     from golf.workflow import oracle_settings
 
@@ -81,7 +81,7 @@ def main() -> None:
         with Oracle(settings) as oracle:
             for name in ("geometric", "lbfgs"):
                 t0 = time.perf_counter()
-                out = optimise_dataset(oracle, starts, fmax=1e-3, max_steps=200, max_displacement=0.2, optimiser=name)
+                out = oracle_trajectories(oracle, starts, fmax=1e-3, max_steps=200, max_displacement=0.2, optimiser=name)
                 seconds = time.perf_counter() - t0
                 for traj, last in final_frames(out).items():
                     rows[traj][f"{name}_calls"] = sum(c.props["traj"] == traj for c in out)

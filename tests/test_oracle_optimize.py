@@ -18,7 +18,7 @@ from golf.oracle_optimize import (
     extra_frames,
     final_frames,
     gather_trajectories,
-    optimise_dataset,
+    oracle_trajectories,
     reference_from_known_minima,
     shuffled,
     start_frames,
@@ -66,7 +66,7 @@ def _max_atom_force(forces) -> float:
 @pytest.fixture(scope="module")
 def converged(oracle):
     ds = _dataset(WATER, METHANOL)
-    return optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40)
+    return oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40)
 
 
 def test_optimisation_converges_and_lowers_the_energy(converged):
@@ -106,23 +106,23 @@ def test_budget_caps_extra_frames_exactly(oracle, converged):
     ds = _dataset(WATER, METHANOL)
     # Water (first in order) converges within the budget; methanol gets exactly what is left.
     budget = water_extra + 2
-    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, budget=budget)
+    out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, budget=budget)
     assert len(extra_frames(out)) == budget
     methanol = [c for c in out if c.props["traj"] == 1]
     assert [c.props["step"] for c in methanol] == [0, 1, 2]
     assert methanol[-1].props["end"] == END_LIMIT  # stopped by the budget, not converged, not failed
     # A budget spent inside the first trajectory: later trajectories do not start at all.
-    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, budget=2, order=[1, 0])
+    out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, budget=2, order=[1, 0])
     assert len(extra_frames(out)) == 2
     assert {c.props["traj"] for c in out} == {1}
     # The step limit also caps a trajectory.
-    out = optimise_dataset(oracle, ds.subset([1]), fmax=FMAX, max_steps=2)
+    out = oracle_trajectories(oracle, ds.subset([1]), fmax=FMAX, max_steps=2)
     assert [c.props["step"] for c in out] == [0, 1, 2] and out.conformers[-1].props["end"] == END_LIMIT
 
 
 def test_failed_oracle_step_ends_the_trajectory_with_its_status(oracle):
     ds = _dataset(CLASHING_WATER, WATER)
-    out = optimise_dataset(oracle, ds, fmax=0.5, max_steps=3, order=[0])
+    out = oracle_trajectories(oracle, ds, fmax=0.5, max_steps=3, order=[0])
     assert len(out) == 1
     (frame,) = out.conformers
     assert frame.status == "oracle_error" and frame.props["end"] == END_FAILED
@@ -135,7 +135,7 @@ def test_geometric_reaches_the_cartesian_minimum_in_fewer_oracle_calls(oracle, c
     minimum as the Cartesian LBFGS (to its tolerance) with fewer gradients, and record every
     call as a frame with the same conventions."""
     ds = _dataset(WATER, METHANOL)
-    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, optimiser="geometric")
+    out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, optimiser="geometric")
     lbfgs = final_frames(converged)
     for traj, last in final_frames(out).items():
         frames = [c for c in out if c.props["traj"] == traj]
@@ -146,12 +146,12 @@ def test_geometric_reaches_the_cartesian_minimum_in_fewer_oracle_calls(oracle, c
         assert _max_atom_force(last.forces) < 4.5e-4 * 1.8897 * np.sqrt(3) + 1e-9  # GAU gmax, per atom
         assert len(frames) < len([c for c in converged if c.props["traj"] == traj])
     # its step limit ends a trajectory as "stopped", and a failed call as failed
-    limited = optimise_dataset(oracle, ds.subset([1]), fmax=FMAX, max_steps=2, optimiser="geometric")
+    limited = oracle_trajectories(oracle, ds.subset([1]), fmax=FMAX, max_steps=2, optimiser="geometric")
     assert limited.conformers[-1].props["end"] == END_LIMIT
-    failed = optimise_dataset(oracle, _dataset(CLASHING_WATER), fmax=FMAX, max_steps=3, optimiser="geometric")
+    failed = oracle_trajectories(oracle, _dataset(CLASHING_WATER), fmax=FMAX, max_steps=3, optimiser="geometric")
     assert [c.props["end"] for c in failed] == [END_FAILED]
     with pytest.raises(ValueError, match="unknown optimiser"):
-        optimise_dataset(oracle, ds.subset([0]), fmax=FMAX, max_steps=3, optimiser="bfgs")
+        oracle_trajectories(oracle, ds.subset([0]), fmax=FMAX, max_steps=3, optimiser="bfgs")
 
 
 def test_shuffled_is_a_seeded_permutation():
@@ -329,7 +329,7 @@ def test_gathered_trajectories_are_whole_in_seeded_order_and_the_budget_counted_
 def test_whole_trajectories_run_past_the_budget_but_start_no_new_one(oracle, converged):
     water_extra = sum(1 for c in converged if c.props["traj"] == 0 and c.props["step"] >= 1)
     ds = _dataset(WATER, METHANOL)
-    out = optimise_dataset(oracle, ds, fmax=FMAX, max_steps=40, budget=2, whole_trajectories=True)
+    out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, budget=2, whole_trajectories=True)
     water = [c for c in out if c.props["traj"] == 0]
     assert len(water) == water_extra + 1 and water[-1].props["end"] == END_CONVERGED  # not cut at 2
     assert {c.props["traj"] for c in out} == {0}  # methanol never started: the share was spent

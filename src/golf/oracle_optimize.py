@@ -65,7 +65,7 @@ class _Budget:
             return self.left is not None and self.left <= 0
 
 
-def optimise_one(
+def oracle_trajectory(
     oracle,
     conformer: Conformer,
     charge: int,
@@ -82,7 +82,7 @@ def optimise_one(
     """Frames of one oracle optimisation. ``fmax`` in Hartree/Angstrom (``lbfgs`` only; geomeTRIC
     uses its own criteria); frame 0 is the start."""
     if optimiser == "geometric":
-        return _optimise_one_geometric(
+        return _geometric_trajectory(
             oracle, conformer, charge, multiplicity, traj=traj, max_steps=max_steps, budget=budget, whole=whole
         )
     if optimiser != "lbfgs":
@@ -157,7 +157,7 @@ class _Recorder:
             self.frames[-1].props["end"] = END_FAILED
 
 
-def _optimise_one_geometric(
+def _geometric_trajectory(
     oracle, conformer, charge, multiplicity, *, traj, max_steps, budget, whole
 ) -> list[Conformer]:
     """geomeTRIC (TRIC coordinates, Gaussian's default criteria) on the oracle; see the module doc."""
@@ -206,7 +206,7 @@ def _optimise_one_geometric(
     return record.frames
 
 
-def optimise_dataset(
+def oracle_trajectories(
     oracle,
     dataset: Dataset,
     *,
@@ -236,7 +236,7 @@ def optimise_dataset(
             return []
         c = dataset.conformers[row]
         mol = dataset.molecules[c.molecule_id]
-        return optimise_one(
+        return oracle_trajectory(
             oracle,
             c,
             mol.charge,

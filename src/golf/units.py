@@ -8,10 +8,6 @@ kcal/mol appears only in reports and in MMFF energies (RDKit's unit).
 HARTREE_TO_KCALPERMOL = 627.509474
 # CODATA 2014 Bohr radius in Angstrom; Psi4 1.3 uses 0.52917721067.
 BOHR_TO_ANGSTROM = 0.52917721067
-ANGSTROM_TO_BOHR = 1.0 / BOHR_TO_ANGSTROM
 # Hartree in eV (CODATA 2014), for ASE.
 HARTREE_TO_EV = 27.21138602
 
-
-def hartree2kcalpermol(x):
-    return x * HARTREE_TO_KCALPERMOL

@@ -1,7 +1,7 @@
 """Rule golf_round_stats: one CSV row describing a GOLF round."""
 
 from golf import data
-from golf.rounds import round_stats
+from golf.round_stats import round_stats
 from golf.workflow import log_to
 
 log_to(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 from golf import data
 from golf.oracle import Oracle
-from golf.oracle_optimize import optimise_dataset, shuffled
+from golf.oracle_optimize import oracle_trajectories, shuffled
 from golf.workflow import is_validation, log_to, oracle_provenance, oracle_settings, scatter_item
 
 log_to(snakemake.log[0])
@@ -24,7 +24,7 @@ else:
     order = list(range(chunk, len(starts), n_chunks))
 
 with Oracle(oracle_settings(params.oracle)) as oracle:
-    trajectories = optimise_dataset(
+    trajectories = oracle_trajectories(
         oracle,
         starts,
         fmax=params.fmax,
