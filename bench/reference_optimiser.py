@@ -81,7 +81,9 @@ def main() -> None:
         with Oracle(settings) as oracle:
             for name in ("geometric", "lbfgs"):
                 t0 = time.perf_counter()
-                out = oracle_trajectories(oracle, starts, fmax=1e-3, max_steps=200, max_displacement=0.2, optimiser=name)
+                out = oracle_trajectories(
+                    oracle, starts, fmax=1e-3, max_steps=200, max_displacement=0.2, optimiser=name
+                )
                 seconds = time.perf_counter() - t0
                 for traj, last in final_frames(out).items():
                     rows[traj][f"{name}_calls"] = sum(c.props["traj"] == traj for c in out)
