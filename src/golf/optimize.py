@@ -582,11 +582,6 @@ class BatchedLBFGS:
         return self.state.batch_size
 
     @property
-    def n_atoms_max(self) -> int:
-        """N, the padded atom count."""
-        return self.state.x.shape[1]
-
-    @property
     def occupied(self) -> Tensor:
         """(B,) bool: slots holding a conformation."""
         return self.state.occupied.clone()
