@@ -13,7 +13,7 @@ rule eval_optimize:
         "benchmarks/eval/{model}/optimize.tsv"
     conda:
         "../envs/nnp.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled(4000),
         runtime=scaled(60),

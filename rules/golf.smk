@@ -16,7 +16,7 @@ rule golf_optimize:
     priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled(4000),
         runtime=scaled(60),
@@ -66,7 +66,7 @@ rule golf_train:
     priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
     conda:
         "../envs/nnp.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled(4000),
         runtime=scaled(120),

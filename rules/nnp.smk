@@ -39,7 +39,7 @@ else:
         priority: 10  # the round chain is the critical path; oracle optimisations fill the gaps
         conda:
             "../envs/nnp.yaml"
-        threads: 2
+        threads: 1
         resources:
             mem_mb=scaled(4000),
             runtime=scaled(120),

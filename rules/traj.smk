@@ -94,7 +94,7 @@ rule train_traj:
         k=str(TRAJ_K),
     conda:
         "../envs/nnp.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled(4000),
         runtime=scaled(120),
