@@ -126,7 +126,11 @@ def evaluated_models():
     if config["evaluation"]["rounds"] == "all" or not ROUNDS:
         return model_names()
     final = ROUNDS[-1]
-    return [m for m in model_names() if not m.startswith(("golf-", "random-")) or m.endswith(f"-{final}")]
+    return [
+        m
+        for m in model_names()
+        if not m.startswith(("golf-", "random-")) or m.endswith(f"-{final}")
+    ]
 
 
 def nnp_evaluations():
@@ -149,7 +153,11 @@ def get_evaluation_files(kind):
 def get_model_metrics():
     """Training metrics of every evaluated NNP that was trained here (the report prints its
     validation force error); an imported baseline has none."""
-    models = [m for m in evaluated_models() if not (m == "baseline" and config["nnp"]["baseline_model"])]
+    models = [
+        m
+        for m in evaluated_models()
+        if not (m == "baseline" and config["nnp"]["baseline_model"])
+    ]
     return per_seed(f"{RUN}/models/{{model}}.metrics.csv", model=models)
 
 
@@ -372,7 +380,8 @@ def train_params(wildcards):
 
 def validation_split():
     """Training's validation split mimics the test split: by conformer when the test set is new
-    conformers of the training molecules, else by molecule (imported data, the paper's)."""
+    conformers of the training molecules, else by molecule (imported data, the paper's).
+    """
     if BYO_D0:
         return "molecule"
     return config["conformers"]["split"]
@@ -381,7 +390,11 @@ def validation_split():
 def validation_params(wildcards):
     """What decides training's validation conformations (golf.workflow.is_validation)."""
     train = seeded_train(wildcards)
-    return {"val_fraction": train["val_fraction"], "seed": train["seed"], "val_split": validation_split()}
+    return {
+        "val_fraction": train["val_fraction"],
+        "seed": train["seed"],
+        "val_split": validation_split(),
+    }
 
 
 REPORT_PLOTS = [
