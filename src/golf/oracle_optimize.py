@@ -81,17 +81,21 @@ def oracle_trajectory(
 ) -> list[Conformer]:
     """Frames of one oracle optimisation. ``fmax`` in Hartree/Angstrom (``lbfgs`` only; geomeTRIC
     uses its own criteria); frame 0 is the start."""
-    if optimiser == "geometric":
-        return _geometric_trajectory(
-            oracle, conformer, charge, multiplicity, traj=traj, max_steps=max_steps, budget=budget, whole=whole
-        )
-    if optimiser != "lbfgs":
+    if optimiser not in ("lbfgs", "geometric"):
         raise ValueError(f"unknown optimiser {optimiser!r} (lbfgs, geometric)")
+    record = _Recorder(oracle, conformer, charge, multiplicity, traj, budget, whole)
+    if optimiser == "geometric":
+        return _geometric_trajectory(record, max_steps)
+    return _lbfgs_trajectory(record, fmax, max_steps, max_displacement)
+
+
+def _lbfgs_trajectory(record: _Recorder, fmax: float, max_steps: int, max_displacement: float) -> list[Conformer]:
+    """ASE's Cartesian LBFGS on the oracle (the trajectory baseline's optimiser)."""
     from ase import Atoms
     from ase.calculators.calculator import Calculator, all_changes
     from ase.optimize import LBFGS
 
-    record = _Recorder(oracle, conformer, charge, multiplicity, traj, budget, whole)
+    conformer = record.conformer
 
     class OracleCalculator(Calculator):
         implemented_properties = ["energy", "forces"]
@@ -157,9 +161,7 @@ class _Recorder:
             self.frames[-1].props["end"] = END_FAILED
 
 
-def _geometric_trajectory(
-    oracle, conformer, charge, multiplicity, *, traj, max_steps, budget, whole
-) -> list[Conformer]:
+def _geometric_trajectory(record: _Recorder, max_steps: int) -> list[Conformer]:
     """geomeTRIC (TRIC coordinates, Gaussian's default criteria) on the oracle; see the module doc."""
     from geometric.engine import Engine
     from geometric.errors import GeomOptNotConvergedError
@@ -171,7 +173,7 @@ def _geometric_trajectory(
 
     # geomeTRIC logs every step at INFO on its module logger: keep our logs readable
     logging.getLogger("geometric.nifty").setLevel(logging.WARNING)
-    record = _Recorder(oracle, conformer, charge, multiplicity, traj, budget, whole)
+    conformer, traj = record.conformer, record.traj
 
     class OracleEngine(Engine):
         def calc_new(self, coords, dirname):  # coords: flat, Bohr; gradient: Hartree/Bohr
