@@ -85,12 +85,12 @@ def main() -> None:
             oracle, conformers.split("test"), fmax=cfg["optimisation"]["fmax"],
             max_steps=cfg["optimisation"]["max_steps"], optimiser="geometric", workers=args.workers,
         )  # fmt: skip
-        starts, minima = evaluate.test_set(reference)
+        starts = evaluate.evaluable(evaluate.reference_test_set(reference))
         stage(f"references ({len(starts)} converged of {len(conformers.split('test'))}, {len(reference)} calls)")
 
         rows = []
         mmff = label_pending(oracle, evaluate.mmff_frames(starts, args.timelimit))
-        tables = {"mmff": evaluate.per_step_table("mmff", mmff, starts, minima)}
+        tables = {"mmff": evaluate.per_step_table("mmff", mmff, starts)}
         for n in sorted(args.sizes):
             d0 = train_set.subset([c.conformer_id < n for c in train_set.conformers])
             model_cfg = {"nnp": cfg["nnp"], "elements": cfg["elements"], "oracle": cfg["oracle"],
@@ -103,7 +103,7 @@ def main() -> None:
             stage(f"train n={n}")
             frames = evaluate.nnp_frames(result.model, starts, args.timelimit, [args.timelimit])
             frames = label_pending(oracle, frames.subset([f.props["step"] == args.timelimit for f in frames]))
-            tables[f"n={n}"] = evaluate.per_step_table(f"n={n}", frames, starts, minima)
+            tables[f"n={n}"] = evaluate.per_step_table(f"n={n}", frames, starts)
             stage(f"evaluate n={n}")
             force_mae = float(best["val_force_mae_kcalmol_per_A"])
             golf = _golf_steps(result.model, d0)

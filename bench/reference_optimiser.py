@@ -58,8 +58,9 @@ def main() -> None:
 
     from golf import config as golf_config
     from golf.conformers import generate_conformers, read_molecule_list
+    from golf.evaluate import reference_test_set
     from golf.oracle import Oracle
-    from golf.oracle_optimize import final_frames, oracle_trajectories
+    from golf.oracle_optimize import oracle_trajectories
     from golf.worker_pool import find_psi4_python
     from golf.workflow import oracle_settings
 
@@ -85,10 +86,11 @@ def main() -> None:
                     oracle, starts, fmax=1e-3, max_steps=200, max_displacement=0.2, optimiser=name
                 )
                 seconds = time.perf_counter() - t0
-                for traj, last in final_frames(out).items():
-                    rows[traj][f"{name}_calls"] = sum(c.props["traj"] == traj for c in out)
-                    rows[traj][f"{name}_E"] = last.energy
-                    rows[traj][f"{name}_converged"] = last.props["end"] == 1
+                for row in reference_test_set(out):
+                    traj = row.props["traj"]
+                    rows[traj][f"{name}_calls"] = row.props["reference_frames"]
+                    rows[traj][f"{name}_E"] = row.props["e_opt"]
+                    rows[traj][f"{name}_converged"] = row.props["end"] == "converged"
                 print(f"[{name}] {seconds:.0f} s", file=sys.stderr, flush=True)
     argv = find_psi4_python(oracle_cfg.get("psi4_python"))
     table = GetPeriodicTable()

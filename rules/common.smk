@@ -21,6 +21,8 @@ ROUNDS = list(range(1, config["golf"]["rounds"] + 1))
 TRAJ_K = traj_budget(config)
 BYO_D0 = config["data"]["d0"]
 BYO_TEST = config["data"]["test"]
+# An imported test set that carries its minima energies needs no reference optimisations.
+KNOWN_MINIMA = bool(BYO_TEST and config["data"]["test_minima"])
 
 # Seeds (study.seeds): one keeps the single-study layout (results/models/golf-1.pt, what users
 # and tests rely on); several put each seed's models, rounds, trajectory baseline and evaluations
@@ -245,9 +247,10 @@ def get_eval_gpus(wildcards):
     return 0 if wildcards.model == "mmff" else nnp_gpus()
 
 
-def get_reference():
-    if BYO_TEST and config["data"]["test_minima"]:
-        return "results/imported/reference.h5"
+def get_test_set_source():
+    """An imported test set with its minima energies, or the oracle's reference optimisations."""
+    if KNOWN_MINIMA:
+        return "results/imported/test.h5"
     return "results/optimisation/reference.h5"
 
 

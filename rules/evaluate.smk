@@ -1,10 +1,31 @@
 # Evaluation of every model against the oracle's minima, and the study's report (paper §6).
 
 
+rule test_set:
+    input:
+        source=get_test_set_source(),
+    output:
+        test_set="results/test_set.h5",
+    log:
+        "logs/test_set.log",
+    benchmark:
+        "benchmarks/test_set.tsv"
+    conda:
+        "../envs/chem.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled(2000),
+        runtime=scaled(10),
+    params:
+        known_minima=KNOWN_MINIMA,
+    script:
+        "../workflow/scripts/test_set.py"
+
+
 rule eval_optimize:
     input:
         model=get_model_for_eval,
-        reference=get_reference(),
+        test_set="results/test_set.h5",
     output:
         frames="results/eval/{model}/frames.h5",
     log:
@@ -32,7 +53,7 @@ rule eval_optimize:
 rule eval_table:
     input:
         labels="results/labels/eval-{model}.h5",
-        reference=get_reference(),
+        test_set="results/test_set.h5",
     output:
         per_step="results/eval/{model}/per_step.csv",
     log:
@@ -67,7 +88,7 @@ if SEEDED:
     use rule eval_table as eval_table_seeded with:
         input:
             labels="results/seed-{seed}/labels/eval-{model}.h5",
-            reference=get_reference(),
+            test_set="results/test_set.h5",
         output:
             per_step="results/seed-{seed}/eval/{model}/per_step.csv",
         log:
@@ -83,7 +104,7 @@ rule report:
         round_labels=get_report_round_labels(),
         random_labels=get_report_random_labels(),
         traj=get_traj_trajectories(),
-        reference=get_reference(),
+        test_set="results/test_set.h5",
         model_metrics=get_model_metrics(),
     output:
         summary=report(

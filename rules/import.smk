@@ -23,22 +23,3 @@ rule import_data:
         elements=config["elements"],
     script:
         "../workflow/scripts/import_data.py"
-
-
-rule import_reference:
-    input:
-        test="results/imported/test.h5",
-    output:
-        reference="results/imported/reference.h5",
-    log:
-        "logs/import/reference.log",
-    benchmark:
-        "benchmarks/import/reference.tsv"
-    conda:
-        "../envs/chem.yaml"
-    threads: 1
-    resources:
-        mem_mb=scaled(2000),
-        runtime=scaled(10),
-    script:
-        "../workflow/scripts/import_reference.py"

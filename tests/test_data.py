@@ -37,9 +37,15 @@ def mixed_dataset() -> Dataset:
         7: Molecule(7, "COC", "dimethyl ether", 1, 2, "train"),
     }
     conformers = [
-        _conformer(rng, 0, 0, ETHANOL_Z, props={"step": 3, "mmff_energy": 1.5, "charges": rng.normal(size=9)}),
+        _conformer(
+            rng,
+            0,
+            0,
+            ETHANOL_Z,
+            props={"step": 3, "mmff_energy": 1.5, "charges": rng.normal(size=9), "end": "step_limit"},
+        ),  # fmt: skip
         _conformer(rng, 3, 0, WATER_Z, labelled=False),
-        _conformer(rng, 7, 0, DME_Z, props={"step": 0, "nnp_forces": rng.normal(size=(9, 3))}),
+        _conformer(rng, 7, 0, DME_Z, props={"step": 0, "nnp_forces": rng.normal(size=(9, 3)), "end": "converged"}),
         _conformer(rng, 0, 1, ETHANOL_Z, status="scf_not_converged", labelled=False),
         _conformer(rng, 3, 1, WATER_Z, props={"mmff_energy": 2, "charges": np.array([-0.8, 0.4, 0.4])}),
         _conformer(rng, 7, 1, DME_Z, labelled=False, props={"repaired": np.int64(1)}),
@@ -58,7 +64,7 @@ def test_round_trip_keeps_every_field_and_row_order(tmp_path):
     assert back.molecules == ds.molecules
     assert back.attrs == {**ds.attrs, "energy_convention": "total"}  # every file records its convention
     assert len(back) == len(ds)
-    all_props = {"step", "mmff_energy", "charges", "nnp_forces", "repaired"}
+    all_props = {"step", "mmff_energy", "charges", "nnp_forces", "repaired", "end"}
     for a, b in zip(ds.conformers, back.conformers, strict=True):
         assert (b.molecule_id, b.conformer_id, b.status) == (a.molecule_id, a.conformer_id, a.status)
         np.testing.assert_array_equal(b.species, a.species)
@@ -83,6 +89,8 @@ def test_round_trip_keeps_every_field_and_row_order(tmp_path):
     # mmff_energy was an int (2) on one row and a float on another: stored as float
     assert type(back.conformers[4].props["mmff_energy"]) is float and back.conformers[4].props["mmff_energy"] == 2.0
     assert back.conformers[5].props["repaired"] == 1 and type(back.conformers[5].props["repaired"]) is int
+    # names come back as str in both formula groups, None where a row lacks one
+    assert [c.props["end"] for c in back.conformers] == ["step_limit", None, "converged", None, None, None, None]
 
 
 def test_missing_props_get_fill_values(tmp_path):
@@ -95,6 +103,7 @@ def test_missing_props_get_fill_values(tmp_path):
     assert water_unlabelled.props["charges"].shape == (3,) and np.isnan(water_unlabelled.props["charges"]).all()
     assert water_unlabelled.props["nnp_forces"].shape == (3, 3) and np.isnan(water_unlabelled.props["nnp_forces"]).all()
     assert back.conformers[0].props["repaired"] == -1
+    assert water_unlabelled.props["end"] is None  # name fill
 
 
 def test_isomers_share_a_formula_group(tmp_path):
@@ -144,7 +153,7 @@ def test_failed_write_keeps_the_existing_file(tmp_path):
 
 @pytest.mark.parametrize(
     "props, match",
-    [({"energies": 1.0}, "reserved"), ({"label": "abc"}, "numeric")],
+    [({"energies": 1.0}, "reserved"), ({"label": np.array(["a", "b"])}, "numeric"), ({"end": 1}, "mixes names")],
 )
 def test_bad_props_are_data_errors(tmp_path, props, match):
     ds = mixed_dataset()
@@ -236,7 +245,7 @@ def test_torchani_reads_our_file_with_equal_keys_in_every_group(tmp_path):
     assert sorted(ani.keys()) == ["C2H6O", "H2O"]
     keys = [set(ani.get(name).keys()) for name in ani.keys()]
     assert keys[0] == keys[1]
-    assert {"species", "coordinates", "energies", "forces", "row", "status", "charges", "nnp_forces"} <= keys[0]
+    assert {"species", "coordinates", "energies", "forces", "row", "status", "charges", "nnp_forces", "end"} <= keys[0]
     water = ani.get("H2O")
     np.testing.assert_allclose(water["coordinates"].numpy(), np.stack([ds.conformers[i].coordinates for i in (1, 4)]))
     np.testing.assert_array_equal(water["row"].numpy(), [1, 4])
@@ -297,6 +306,7 @@ def test_read_keeps_whole_arrays_until_rows_are_asked_for(tmp_path):
     assert back.column("status").tolist() == [c.status for c in ds]
     np.testing.assert_array_equal(back.column("molecule_id"), [0, 3, 7, 0, 3, 7, 0])
     np.testing.assert_array_equal(back.column("step"), [3, -1, 0, -1, -1, -1, -1])  # -1: int fill
+    assert back.column("end").tolist() == ["step_limit", None, "converged", None, None, None, None]
     assert back.status_counts() == ds.status_counts()
     with pytest.raises(DataError, match="no per-conformation scalar 'charges'"):
         back.column("charges")  # per-atom
@@ -309,7 +319,8 @@ def test_read_keeps_whole_arrays_until_rows_are_asked_for(tmp_path):
     for a, b in zip(ds, again, strict=True):  # the same rows, in the same order, once asked for
         assert (b.molecule_id, b.conformer_id, b.status) == (a.molecule_id, a.conformer_id, a.status)
         np.testing.assert_array_equal(b.coordinates, a.coordinates)
-        assert set(b.props) == {"step", "mmff_energy", "charges", "nnp_forces", "repaired"}
+        assert set(b.props) == {"step", "mmff_energy", "charges", "nnp_forces", "repaired", "end"}
+        assert b.props["end"] == a.props.get("end")
     np.testing.assert_array_equal(again.column("energies"), back.column("energies"))  # same from rows
     assert again.column("status").tolist() == back.column("status").tolist()
 

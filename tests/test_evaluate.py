@@ -4,38 +4,69 @@ import numpy as np
 import pytest
 
 from golf import data, evaluate
-from golf.oracle_optimize import END_CONVERGED, END_FAILED, END_LIMIT
 
 
-def _frame(traj, step, energy, end, mid=0, status="ok"):
+def _frame(traj, step, energy, end=None, mid=0, status="ok"):
     xyz = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]) * (1 + 0.01 * step)
+    props = {"traj": traj, "step": step} | ({"end": end} if end else {})
     return data.Conformer(mid, traj, [8, 1, 1], xyz, energy=energy, forces=np.zeros((3, 3)), status=status,
-                          props={"traj": traj, "step": step, "end": end})  # fmt: skip
+                          props=props)  # fmt: skip
 
 
 def _reference():
     ref = data.Dataset({0: data.Molecule(0, "O", "water", split="test")})
     # traj 0 converged, traj 1 stopped at the step limit, traj 2 ended on an oracle failure
-    for traj, end in ((0, END_CONVERGED), (1, END_LIMIT), (2, END_FAILED)):
-        ref.conformers += [_frame(traj, 0, -74.90, END_LIMIT), _frame(traj, 1, -74.95, end)]
+    for traj, end in ((0, "converged"), (1, "step_limit"), (2, "failed")):
+        ref.conformers += [_frame(traj, 0, -74.90), _frame(traj, 1, -74.95 - 0.01 * traj, end)]
+    ref.conformers[-1].status = "scf_not_converged"  # the failed step has no label
     return ref
 
 
-def test_only_converged_optimisations_are_references():
-    starts, minima = evaluate.test_set(_reference())
-    assert [c.props["traj"] for c in starts] == [0]
-    assert set(minima) == {0} and minima[0].energy == pytest.approx(-74.95)
-    assert all(c.props["step"] == 0 for c in starts)
+def _test_set():
+    return evaluate.evaluable(evaluate.reference_test_set(_reference()))
+
+
+def test_reference_test_set_has_one_row_per_start_with_its_minimum(tmp_path):
+    data.write(tmp_path / "test_set.h5", evaluate.reference_test_set(_reference()))
+    rows = data.read(tmp_path / "test_set.h5")  # the file evaluation and the report read
+    assert [c.props["traj"] for c in rows] == [0, 1, 2]
+    assert [c.props["end"] for c in rows] == ["converged", "step_limit", "failed"]
+    assert [c.energy for c in rows] == pytest.approx([-74.90] * 3)  # E_start
+    # e_opt: the last labelled frame (traj 2's failed step has none: its start is the last)
+    assert [c.props["e_opt"] for c in rows] == pytest.approx([-74.95, -74.96, -74.90])
+    np.testing.assert_allclose(rows.conformers[0].props["opt_coordinates"], _frame(0, 1, 0).coordinates)
+    np.testing.assert_allclose(rows.conformers[0].coordinates, _frame(0, 0, 0).coordinates)  # the start
+    assert [c.props["reference_frames"] for c in rows] == [2, 2, 2]
+
+
+def test_only_converged_optimisations_are_evaluated():
+    rows = _test_set()
+    assert [c.props["traj"] for c in rows] == [0]
+    assert rows.conformers[0].props["e_opt"] == pytest.approx(-74.95)
+
+
+def test_known_minima_test_set_needs_a_label_and_e_opt():
+    test = data.Dataset({0: data.Molecule(0, "O", "water", split="test")}, [_frame(0, 0, -74.90), _frame(1, 0, -74.80)])
+    test.conformers[0].props["e_opt"] = -74.95
+    test.conformers[1].props["e_opt"] = -74.85
+    rows = evaluate.known_minima_test_set(test)
+    assert [(c.props["traj"], c.props["end"], c.props["e_opt"]) for c in rows] == [
+        (0, "converged", -74.95), (1, "converged", -74.85)
+    ]  # fmt: skip
+    assert "opt_coordinates" not in rows.conformers[0].props  # an energy, no geometry
+    test.conformers[1].props["e_opt"] = np.nan
+    with pytest.raises(ValueError, match="row 1|conformation 1"):
+        evaluate.known_minima_test_set(test)
 
 
 def test_per_step_table_keeps_failed_labels():
-    starts, minima = evaluate.test_set(_reference())
+    starts = _test_set()
     frames = data.Dataset(dict(starts.molecules))
-    frames.conformers = [_frame(0, 0, -74.90, 0), _frame(0, 5, -74.93, 0), _frame(0, 10, np.nan, 0, status="timeout")]
+    frames.conformers = [_frame(0, 0, -74.90), _frame(0, 5, -74.93), _frame(0, 10, np.nan, status="timeout")]
     for c in frames:
         c.props["nnp_energy"] = c.energy + 0.001 if np.isfinite(c.energy) else np.nan
         c.props["nnp_forces"] = np.full((3, 3), 0.01)
-    table = evaluate.per_step_table("golf-1", frames, starts, minima)
+    table = evaluate.per_step_table("golf-1", frames, starts)
     assert list(table["step"]) == [0, 5, 10]
     assert table["e_opt"].tolist() == pytest.approx([-74.95] * 3)
     assert table["dft_status"].tolist() == ["ok", "ok", "timeout"]
@@ -45,7 +76,7 @@ def test_per_step_table_keeps_failed_labels():
 
 
 def test_mmff_frames_start_and_minimum():
-    starts, _ = evaluate.test_set(_reference())
+    starts = _test_set()
     frames = evaluate.mmff_frames(starts, timelimit=100)
     assert [c.props["step"] for c in frames] == [0, 100]
     oh = np.linalg.norm(frames.conformers[1].coordinates[1] - frames.conformers[1].coordinates[0])
@@ -60,14 +91,14 @@ def test_protocol_names():
 
 
 def test_per_step_table_protocol_column():
-    starts, minima = evaluate.test_set(_reference())
+    starts = _test_set()
     frames = data.Dataset(dict(starts.molecules))
-    frames.conformers = [_frame(0, 0, -74.90, 0), _frame(0, 5, -74.93, 0)]
+    frames.conformers = [_frame(0, 0, -74.90), _frame(0, 5, -74.93)]
     assert "protocol" in evaluate.COLUMNS
-    assert set(evaluate.per_step_table("golf-1", frames, starts, minima)["protocol"]) == {"paper"}
+    assert set(evaluate.per_step_table("golf-1", frames, starts)["protocol"]) == {"paper"}
     frames.attrs["protocol"] = "capped-0.02"  # as nnp_frames records it
-    assert set(evaluate.per_step_table("golf-1", frames, starts, minima)["protocol"]) == {"capped-0.02"}
-    assert set(evaluate.oracle_table(starts, minima, 10)["protocol"]) == {"paper"}
+    assert set(evaluate.per_step_table("golf-1", frames, starts)["protocol"]) == {"capped-0.02"}
+    assert set(evaluate.oracle_table(starts, 10)["protocol"]) == {"paper"}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +112,7 @@ def water_model():
 
 @pytest.mark.parametrize("max_displacement, protocol", [(None, "paper"), (0.01, "capped-0.01")])
 def test_nnp_frames_run_exactly_t_steps(water_model, max_displacement, protocol):
-    starts, _ = evaluate.test_set(_reference())
+    starts = _test_set()
     frames = evaluate.nnp_frames(water_model, starts, timelimit=6, steps=[3, 6], batch_size=4,
                                  max_displacement=max_displacement)  # fmt: skip
     assert frames.attrs["protocol"] == protocol

@@ -12,16 +12,11 @@ from golf.data import Conformer, Dataset, Molecule
 from golf.labels import ProvenanceError, common_provenance, gather, label_pending
 from golf.oracle import Oracle, OracleSettings, OracleUnavailable, find_psi4_python
 from golf.oracle_optimize import (
-    END_CONVERGED,
-    END_FAILED,
-    END_LIMIT,
+    ENDS,
     extra_frames,
-    final_frames,
     gather_trajectories,
     oracle_trajectories,
-    reference_from_known_minima,
     shuffled,
-    start_frames,
 )
 
 # Atom order of Chem.AddHs(Chem.MolFromSmiles(smiles)), Angstrom, off equilibrium.
@@ -79,8 +74,8 @@ def test_optimisation_converges_and_lowers_the_energy(converged):
         assert len(frames) >= 3
         assert all(c.status == "ok" for c in frames)
         last = frames[-1]
-        assert last.props["end"] == END_CONVERGED
-        assert all(c.props["end"] == END_LIMIT for c in frames[:-1])
+        assert last.props["end"] == "converged"
+        assert all("end" not in c.props for c in frames[:-1])  # only the last frame says how it ended
         assert _max_atom_force(last.forces) < FMAX
         assert _max_atom_force(frames[0].forces) > FMAX
         energies = [c.energy for c in frames]
@@ -89,16 +84,10 @@ def test_optimisation_converges_and_lowers_the_energy(converged):
         np.testing.assert_array_equal(frames[0].coordinates, np.array((WATER, METHANOL)[frames[0].props["traj"]][1]))
 
 
-def test_frame_helpers_are_consistent(converged):
+def test_extra_frames_are_the_paid_steps(converged):
     extra = extra_frames(converged)
-    finals = final_frames(converged)
-    starts = start_frames(converged)
     assert len(extra) == len(converged) - 2
     assert all(c.props["step"] >= 1 and c.labelled for c in extra)
-    assert sorted(finals) == sorted(starts) == [0, 1]
-    for traj in (0, 1):
-        frames = [c for c in converged if c.props["traj"] == traj]
-        assert finals[traj] is frames[-1] and starts[traj] is frames[0]
 
 
 def test_budget_caps_extra_frames_exactly(oracle, converged):
@@ -110,14 +99,14 @@ def test_budget_caps_extra_frames_exactly(oracle, converged):
     assert len(extra_frames(out)) == budget
     methanol = [c for c in out if c.props["traj"] == 1]
     assert [c.props["step"] for c in methanol] == [0, 1, 2]
-    assert methanol[-1].props["end"] == END_LIMIT  # stopped by the budget, not converged, not failed
+    assert methanol[-1].props["end"] == "step_limit"  # stopped by the budget, not converged, not failed
     # A budget spent inside the first trajectory: later trajectories do not start at all.
     out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, budget=2, order=[1, 0])
     assert len(extra_frames(out)) == 2
     assert {c.props["traj"] for c in out} == {1}
     # The step limit also caps a trajectory.
     out = oracle_trajectories(oracle, ds.subset([1]), fmax=FMAX, max_steps=2)
-    assert [c.props["step"] for c in out] == [0, 1, 2] and out.conformers[-1].props["end"] == END_LIMIT
+    assert [c.props["step"] for c in out] == [0, 1, 2] and out.conformers[-1].props["end"] == "step_limit"
 
 
 def test_failed_oracle_step_ends_the_trajectory_with_its_status(oracle):
@@ -125,8 +114,7 @@ def test_failed_oracle_step_ends_the_trajectory_with_its_status(oracle):
     out = oracle_trajectories(oracle, ds, fmax=0.5, max_steps=3, order=[0])
     assert len(out) == 1
     (frame,) = out.conformers
-    assert frame.status == "oracle_error" and frame.props["end"] == END_FAILED
-    assert final_frames(out) == {} and list(start_frames(out)) == [0]
+    assert frame.status == "oracle_error" and frame.props["end"] == "failed"
     assert len(extra_frames(out)) == 0
 
 
@@ -136,20 +124,22 @@ def test_geometric_reaches_the_cartesian_minimum_in_fewer_oracle_calls(oracle, c
     call as a frame with the same conventions."""
     ds = _dataset(WATER, METHANOL)
     out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, optimiser="geometric")
-    lbfgs = final_frames(converged)
-    for traj, last in final_frames(out).items():
+    lbfgs = {c.props["traj"]: c for c in converged if "end" in c.props}  # last frames
+    for traj in (0, 1):
         frames = [c for c in out if c.props["traj"] == traj]
+        last = frames[-1]
         assert [c.props["step"] for c in frames] == list(range(len(frames)))
-        assert last.props["end"] == END_CONVERGED and all(c.props["end"] == END_LIMIT for c in frames[:-1])
+        assert last.props["end"] == "converged" and all("end" not in c.props for c in frames[:-1])
         np.testing.assert_array_equal(frames[0].coordinates, np.array((WATER, METHANOL)[traj][1]))
         assert last.energy <= lbfgs[traj].energy + 2e-6  # Hartree: no higher than the Cartesian minimum
         assert _max_atom_force(last.forces) < 4.5e-4 * 1.8897 * np.sqrt(3) + 1e-9  # GAU gmax, per atom
         assert len(frames) < len([c for c in converged if c.props["traj"] == traj])
     # its step limit ends a trajectory as "stopped", and a failed call as failed
     limited = oracle_trajectories(oracle, ds.subset([1]), fmax=FMAX, max_steps=2, optimiser="geometric")
-    assert limited.conformers[-1].props["end"] == END_LIMIT
+    assert limited.conformers[-1].props["end"] == "step_limit"
     failed = oracle_trajectories(oracle, _dataset(CLASHING_WATER), fmax=FMAX, max_steps=3, optimiser="geometric")
-    assert [c.props["end"] for c in failed] == [END_FAILED]
+    assert [c.props["end"] for c in failed] == ["failed"]
+    assert {c.props["end"] for c in (*out, *limited, *failed) if "end" in c.props} <= set(ENDS)
     with pytest.raises(ValueError, match="unknown optimiser"):
         oracle_trajectories(oracle, ds.subset([0]), fmax=FMAX, max_steps=3, optimiser="bfgs")
 
@@ -157,25 +147,6 @@ def test_geometric_reaches_the_cartesian_minimum_in_fewer_oracle_calls(oracle, c
 def test_shuffled_is_a_seeded_permutation():
     assert sorted(shuffled(10, 3)) == list(range(10))
     assert shuffled(10, 3) == shuffled(10, 3) != shuffled(10, 4)
-
-
-def test_reference_from_known_minima():
-    ds = _dataset(WATER, METHANOL)
-    for c, e_opt in zip(ds.conformers, (-75.0, -114.0), strict=True):
-        c.energy, c.forces, c.status = e_opt + 0.01, np.zeros(c.coordinates.shape), "ok"
-        c.props["e_opt"] = e_opt
-    ref = reference_from_known_minima(ds)
-    assert [(c.props["traj"], c.props["step"]) for c in ref] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert all(c.status == "ok" and c.props["end"] == END_CONVERGED for c in ref)
-    finals = final_frames(ref)
-    assert finals[0].energy == -75.0 and finals[1].energy == -114.0
-    assert np.isnan(finals[0].coordinates).all()
-    assert start_frames(ref)[1].energy == pytest.approx(-113.99)
-    np.testing.assert_array_equal(start_frames(ref)[0].coordinates, ds.conformers[0].coordinates)
-    assert ref.attrs["kind"] == "reference_from_file"
-    ds.conformers[1].props.pop("e_opt")
-    with pytest.raises(ValueError, match="conformation 1"):
-        reference_from_known_minima(ds)
 
 
 # ------------------------------------------------------------------------------------ golf.labels
@@ -297,9 +268,9 @@ def _trajectory_chunk(trajs, provenance=PSI4_132):
         for step in range(steps + 1):
             ds.conformers.append(
                 Conformer(0, traj, WATER[0], WATER[1], energy=-75.0, forces=np.zeros((3, 3)), status="ok",
-                          props={"traj": traj, "step": step, "rank": rank, "end": END_LIMIT})
+                          props={"traj": traj, "step": step, "rank": rank})
             )  # fmt: skip
-        ds.conformers[-1].props["end"] = END_CONVERGED
+        ds.conformers[-1].props["end"] = "converged"
         ds.attrs["oracle_calls"] += steps
     return ds
 
@@ -315,7 +286,7 @@ def test_gathered_trajectories_are_whole_in_seeded_order_and_the_budget_counted_
     assert len(extra_frames(out)) == 11 == out.attrs["budget_calls"]
     assert out.attrs["oracle_calls"] == 18  # what the chunks paid, reported apart from the budget
     ends = {t: [c for c in out if c.props["traj"] == t][-1].props["end"] for t in (10, 11, 20)}
-    assert ends == {10: END_CONVERGED, 20: END_CONVERGED, 11: END_LIMIT}
+    assert ends == {10: "converged", 20: "converged", 11: "step_limit"}
     # The same trajectories cut into any number of chunks gather to the same set.
     one = gather_trajectories([_trajectory_chunk({10: (0, 4), 20: (1, 5), 11: (2, 3), 21: (3, 6)})], budget=11)
     key = [(c.props["traj"], c.props["step"]) for c in out]
@@ -331,6 +302,6 @@ def test_whole_trajectories_run_past_the_budget_but_start_no_new_one(oracle, con
     ds = _dataset(WATER, METHANOL)
     out = oracle_trajectories(oracle, ds, fmax=FMAX, max_steps=40, budget=2, whole_trajectories=True)
     water = [c for c in out if c.props["traj"] == 0]
-    assert len(water) == water_extra + 1 and water[-1].props["end"] == END_CONVERGED  # not cut at 2
+    assert len(water) == water_extra + 1 and water[-1].props["end"] == "converged"  # not cut at 2
     assert {c.props["traj"] for c in out} == {0}  # methanol never started: the share was spent
     assert {c.props["rank"] for c in out} == {0}

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from golf import data, evaluate, metrics, report, studyreport
-from golf.oracle_optimize import END_CONVERGED, END_FAILED, END_LIMIT
 from golf.report import ReportError
 
 STEPS = (0, 1, 2, 3, 5, 8)
@@ -248,52 +247,54 @@ def test_unconverged_references_from_the_reference_optimisations():
         [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]
     )
     # traj 0 converged, 1 stopped at the step limit, 2 ended on an oracle failure (methane)
-    for traj, mid, xyz, end in ((0, 0, water, END_CONVERGED), (1, 0, water, END_LIMIT), (2, 1, methane, END_FAILED)):
+    for traj, mid, xyz, end in ((0, 0, water, "converged"), (1, 0, water, "step_limit"), (2, 1, methane, "failed")):
         species = [8, 1, 1] if mid == 0 else [6, 1, 1, 1, 1]
-        for step, e, frame_end in ((0, -74.90, END_LIMIT), (1, -74.95, end)):
+        for step, e in ((0, -74.90), (1, -74.95)):
+            props = {"traj": traj, "step": step} | ({"end": end} if step == 1 else {})
             ref.conformers.append(
                 data.Conformer(mid, traj, species, xyz * (1 + 0.01 * step), energy=e, forces=np.zeros(xyz.shape),
-                               status="ok", props={"traj": traj, "step": step, "end": frame_end})
+                               status="ok", props=props)
             )  # fmt: skip
-    table = studyreport.unconverged_references(ref)
+    table = studyreport.unconverged_references(evaluate.reference_test_set(ref))
     assert table[["molecule_id", "conformer_id", "smiles", "reason"]].values.tolist() == [
         [0, 1, "O", "stopped at the step limit"],
         [1, 2, "C", "oracle failure"],
     ]
     assert table["frames"].tolist() == [2, 2]
     ref.conformers = [c for c in ref.conformers if c.props["traj"] == 0]
-    assert studyreport.unconverged_references(ref).empty
+    assert studyreport.unconverged_references(evaluate.reference_test_set(ref)).empty
 
 
 def _water_reference():
     ref = data.Dataset({0: data.Molecule(0, "O", "water", split="test")})
     water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
-    for traj, end in ((0, END_CONVERGED), (1, END_CONVERGED), (2, END_LIMIT)):
-        for step, e, frame_end in ((0, -74.90 - 0.001 * traj, END_LIMIT), (1, -74.95, end)):
+    for traj, end in enumerate(("converged", "converged", "step_limit")):
+        for step, e in ((0, -74.90 - 0.001 * traj), (1, -74.95)):
+            props = {"traj": traj, "step": step} | ({"end": end} if step == 1 else {})
             ref.conformers.append(
                 data.Conformer(0, traj, [8, 1, 1], water * (1 + 0.01 * step + 0.02 * traj), energy=e, status="ok",
-                               forces=np.zeros((3, 3)), props={"traj": traj, "step": step, "end": frame_end})
+                               forces=np.zeros((3, 3)), props=props)
             )  # fmt: skip
     return ref
 
 
 def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
     ref = _water_reference()
-    data.write(tmp_path / "reference.h5", ref)
-    starts, minima = evaluate.test_set(ref)
+    data.write(tmp_path / "test_set.h5", evaluate.reference_test_set(ref))
+    starts = evaluate.evaluable(evaluate.reference_test_set(ref))
     assert len(starts) == 2  # traj 2 did not converge: not a test conformation
     csvs, labels = [], []
     for model, protocol, e_final in (("baseline", "paper", -74.949), ("baseline", "capped-0.02", -74.80)):
         rows = []
         frames = data.Dataset(dict(ref.molecules), [], {"model": model, "protocol": protocol})
         for c in starts:
-            e0, eopt = c.energy, minima[c.props["traj"]].energy
+            e0, eopt = c.energy, c.props["e_opt"]
             for step, e in ((0, e0), (4, e_final)):
                 rows.append({"model": model, "protocol": protocol, "molecule_id": 0, "conformer_id": c.conformer_id,
                              "step": step, "e_dft": e, "dft_status": "ok", "e_start": e0, "e_opt": eopt,
                              "e_nnp": e + 1e-3, "force_err": 0.01})  # fmt: skip
             frames.conformers.append(
-                data.Conformer(0, c.conformer_id, [8, 1, 1], minima[c.props["traj"]].coordinates, energy=e_final,
+                data.Conformer(0, c.conformer_id, [8, 1, 1], c.props["opt_coordinates"], energy=e_final,
                                forces=np.zeros((3, 3)), status="ok", props={"traj": c.props["traj"], "step": 4})
             )  # fmt: skip
         csvs.append(tmp_path / f"{model}-{protocol}.csv")
@@ -302,7 +303,7 @@ def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
         data.write(labels[-1], frames)
     out = tmp_path / "report"
     studyreport.build_report(
-        csvs, labels, [], [], tmp_path / "reference.h5", {"timelimit": 4, "cov_delta": 0.5}, {}, out
+        csvs, labels, [], [], tmp_path / "test_set.h5", {"timelimit": 4, "cov_delta": 0.5}, {}, out
     )
     summary = pd.read_csv(out / "summary.csv")
     assert summary[["protocol", "model"]].values.tolist() == [

@@ -6,7 +6,6 @@ import pytest
 from golf import data
 from golf.data import Conformer, Dataset, Molecule
 from golf.select import (
-    END_REASONS,
     select_conformation,
     select_from_trajectories,
     select_random_from_trajectories,
@@ -113,7 +112,7 @@ def _trajectories(specs=None) -> Dataset:
                         "nnp_energy": -76.0 - 0.001 * step,
                         "mmff_energy": e,
                         "repaired": r,
-                        "end_reason": END_REASONS.index(end),
+                        "end_reason": end,
                     },
                 )
             )
@@ -133,7 +132,7 @@ def test_select_from_trajectories_one_row_per_trajectory(tmp_path):
     assert [c.props["step"] for c in selected] == [2, 2, 3]
     assert [c.props["start_row"] for c in selected] == [4, 0, 2]
     assert [c.props["mmff_energy"] for c in selected] == [3.0, 400.0, 2.0]
-    assert [END_REASONS[c.props["end_reason"]] for c in selected] == ["mmff_rise", "mmff_rise", "timelimit"]
+    assert [c.props["end_reason"] for c in selected] == ["mmff_rise", "mmff_rise", "timelimit"]
     assert all(c.props["round"] == 2 for c in selected)
     assert set(selected.conformers[0].props) == {"traj", "step", "start_row", "round", "end_reason", "mmff_energy"}
     expected = np.array([[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]]) + 0.02

@@ -30,6 +30,7 @@ def test_every_target_exists(tiny_study):
         "results/models/golf-1.pt",
         "results/rounds/1/stats.csv",
         "results/optimisation/reference.h5",
+        "results/test_set.h5",
         "results/optimisation/traj.h5",
         "results/report/summary.md",
     ]:
@@ -228,6 +229,36 @@ def test_workflow_runs_on_an_imported_ase_database(tiny_study, tmp_path):
     assert (tmp_path / "results/rounds/1/selected.h5").exists()
 
 
+def test_an_imported_test_set_with_its_minima_needs_no_reference_optimisation(tiny_study, tmp_path):
+    """The authors' D-test format (ASE SQLite with data.optimal_energy) as the test set: the
+    test-set file takes its E_opt from the database, no oracle optimisation runs, and MMFF's
+    per-step table is measured against those minima."""
+    from ase import Atoms
+    from ase.db import connect
+
+    rows = data.read(tiny_study / "results/test_set.h5")
+    rows = rows.subset([c.labelled for c in rows.conformers])
+    db_path = tmp_path / "D-test.db"
+    with connect(db_path) as db:
+        for c in rows:
+            payload = {"energy": [c.energy], "forces": c.forces, "optimal_energy": [c.props["e_opt"] + 1e-3]}
+            db.write(Atoms(numbers=c.species, positions=c.coordinates), smiles=rows.smiles(c), data=payload)
+        db.metadata = {"atomrefs": {"energy": [0.0] * 18}}
+    target = "results/eval/mmff/per_step.csv"
+    imported = {"test": str(db_path), "test_minima": True}
+    config = _tiny_config_with(tmp_path, "d-test", lambda c: c.setdefault("data", {}).update(imported))
+    log = _snakemake_with(tmp_path, config, target)
+    assert "import_data" in log and "oracle_optimize" not in log
+    assert not (tmp_path / "results/optimisation/reference.h5").exists()
+    test_set = data.read(tmp_path / "results/test_set.h5")
+    assert test_set.attrs["minima"] == "known" and len(test_set) == len(rows)
+    assert {c.props["end"] for c in test_set} == {"converged"}
+    assert "opt_coordinates" not in test_set.conformers[0].props  # energies only: no geometry made up
+    table = pd.read_csv(tmp_path / target)
+    expected = sorted(c.props["e_opt"] + 1e-3 for c in rows)
+    np.testing.assert_allclose(sorted(table[table.step == 0]["e_opt"]), expected, rtol=0, atol=1e-9)
+
+
 def _cache_entries(workdir) -> int:
     return len(list((workdir / "results/cache/oracle").rglob("*.json")))
 
@@ -337,7 +368,7 @@ def test_training_key_reruns_training_and_downstream_only(touched_study, tmp_pat
     assert {"train_baseline", "golf_train", "train_traj", "golf_optimize", "report"} <= jobs
     assert {"label_chunk:round-1", "label_chunk:eval-baseline"} <= jobs  # downstream of the new model
     # Not the conformers, D0's labels, the reference minima or the DFT trajectories.
-    untouched = {"conformers", "label_chunk:d0", "gather_labels:d0", "oracle_optimize:reference",
+    untouched = {"conformers", "label_chunk:d0", "gather_labels:d0", "oracle_optimize:reference", "test_set",
                  "oracle_optimize:traj", "gather_optimisation:reference", "gather_optimisation:traj"}  # fmt: skip
     assert not jobs & untouched, jobs & untouched
     assert "label_chunk:eval-mmff" not in jobs  # MMFF's evaluation has no model

@@ -10,12 +10,14 @@ Layout (TorchANI's by-formula layout, readable by ``torchani.datasets.ANIDataset
     /<formula>/molecule_id    (n_conf,)             int64, key into the molecule table
     /<formula>/conformer_id   (n_conf,)             int64
     /<formula>/status         (n_conf,)             int64, code into STATUSES
-    /<formula>/<prop>         (n_conf, ...)         numeric per-conformation properties
+    /<formula>/<prop>         (n_conf, ...)         per-conformation properties
 
 Every group has the same keys (ANIDataset requires it): a property that some conformations lack
-is stored with a fill value (NaN for floats, -1 for integers). Strings never go inside groups:
-the molecule table (SMILES, names, charge, multiplicity, split), the status names, units and
-provenance are JSON file attributes.
+is stored with a fill value (NaN for floats, -1 for integers and names). Strings never go inside
+groups: a name-valued property (a trajectory's end, "converged") is stored as int64 codes into its
+list of names in the ``properties`` attribute, the way statuses are; the molecule table (SMILES,
+names, charge, multiplicity, split), the status names, units and provenance are JSON file
+attributes.
 
 Energies follow one convention per file, ``attrs["energy_convention"]``: "total" (total energies,
 what the oracle writes and what every reader of this package produces; atomrefs of a foreign
@@ -109,7 +111,8 @@ class Molecule:
 
 @dataclass
 class Conformer:
-    """One conformation. ``props`` holds extra numeric properties: scalars or per-atom arrays."""
+    """One conformation. ``props`` holds extra properties: numeric scalars, per-atom arrays, or
+    names (str; None where a conformation of the file lacks it)."""
 
     molecule_id: int
     conformer_id: int
@@ -267,7 +270,11 @@ def _prop_kinds(conformers: list[Conformer]) -> dict[str, tuple[str, tuple]]:
         for key, value in c.props.items():
             if key in _CORE_KEYS:
                 raise DataError(f"property name {key!r} is reserved")
-            if isinstance(value, (float, np.floating)):  # scalars first: no array for the common case
+            if value is None:  # a name property this conformation lacks
+                continue
+            if isinstance(value, str):
+                kind, shape = "name", ()
+            elif isinstance(value, (float, np.floating)):  # scalars first: no array for the common case
                 kind, shape = "float", ()
             elif isinstance(value, (int, np.integer)):
                 kind, shape = "int", ()
@@ -280,6 +287,8 @@ def _prop_kinds(conformers: list[Conformer]) -> dict[str, tuple[str, tuple]]:
             old = kinds.get(key)
             if old is None:
                 kinds[key] = (kind, shape)
+            elif (old[0] == "name") != (kind == "name"):
+                raise DataError(f"property {key!r} mixes names and numbers")
             elif old[0] == "int" and kind == "float":
                 kinds[key] = ("float", old[1])
     return kinds
@@ -313,6 +322,9 @@ def _groups_of(conformers: list[Conformer]) -> tuple[list[tuple[str, dict[str, n
             "status": np.fromiter((_STATUS_CODE[c.status] for c in members), np.int64, k),
         }
         for key, (kind, shape) in kinds.items():
+            if kind == "name":  # held as str/None in memory; write() codes them
+                g[key] = np.array([c.props.get(key) for c in members], dtype=object)
+                continue
             full_shape = tuple(n_atoms if s == "atoms" else s for s in shape)
             fill = np.nan if kind == "float" else -1
             dtype = np.float64 if kind == "float" else np.int64
@@ -378,6 +390,8 @@ def _column_of(conformers: list[Conformer], key: str) -> np.ndarray:
     kind = _prop_kinds(conformers).get(key)
     if kind is None or kind[1] != ():
         raise DataError(f"no per-conformation scalar {key!r}; known: energies, molecule_id, conformer_id, status")
+    if kind[0] == "name":
+        return np.array([c.props.get(key) for c in conformers], dtype=object)
     fill = np.nan if kind[0] == "float" else -1
     return np.array([c.props.get(key, fill) for c in conformers], dtype=np.float64 if kind[0] == "float" else np.int64)
 
@@ -400,15 +414,25 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        names = {  # one list of names per name property, over all groups
+            k: sorted({v for _, g in groups for v in g[k] if v is not None})
+            for k, (kind, _) in kinds.items()
+            if kind == "name"
+        }
         with h5py.File(tmp, "w") as f:
             for name, arrays in groups:
                 g = f.create_group(name)
                 for key, value in arrays.items():
+                    if key in names:
+                        code = {n: i for i, n in enumerate(names[key])}
+                        value = np.fromiter((-1 if v is None else code[v] for v in value), np.int64, len(value))
                     g[key] = value
             f.attrs["golf_format"] = 1
             f.attrs["units"] = json.dumps(UNITS)
             f.attrs["statuses"] = json.dumps(list(STATUSES))
-            f.attrs["properties"] = json.dumps({k: [kind, list(shape)] for k, (kind, shape) in kinds.items()})
+            f.attrs["properties"] = json.dumps(
+                {k: [kind, list(shape), *([names[k]] if k in names else [])] for k, (kind, shape) in kinds.items()}
+            )
             f.attrs["molecules"] = json.dumps([vars(m) for m in dataset.molecules.values()])
             for key, value in attrs.items():
                 f.attrs[key] = json.dumps(value)  # JSON throughout, so values read back with their type
@@ -435,13 +459,18 @@ def read(path: str | os.PathLike) -> Dataset:
         try:
             # status codes of the file -> ours (STATUSES only grows, so this is the identity for our files)
             code = np.array([_STATUS_CODE[s] for s in json.loads(f.attrs["statuses"])], dtype=np.int64)
-            kinds = {k: (kind, tuple(shape)) for k, (kind, shape) in json.loads(f.attrs["properties"]).items()}
+            properties = json.loads(f.attrs["properties"])
+            kinds = {k: (kind, tuple(shape)) for k, (kind, shape, *_) in properties.items()}
+            # codes of a name property -> its names; the extra last entry turns the fill -1 into None
+            names = {k: np.array([*p[2], None], dtype=object) for k, p in properties.items() if p[0] == "name"}
             molecules = {m["molecule_id"]: Molecule(**m) for m in json.loads(f.attrs["molecules"])}
             attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in _RESERVED_ATTRS}
             groups = []
             for name, g in f.items():
                 arrays = {key: g[key][()] for key in (*_CORE_KEYS, *kinds)}
                 arrays["status"] = code[arrays["status"]]
+                for key, table in names.items():
+                    arrays[key] = table[arrays[key]]
                 groups.append((name, arrays))
         except (KeyError, ValueError, TypeError, IndexError) as err:
             raise DataError(f"{path}: damaged golf-workflow dataset ({err!r})") from None

@@ -1,5 +1,10 @@
 """Evaluation of a model against the oracle's minima (paper §6; golf-paper.md §6.1).
 
+The test set is one file, one row per test conformation: the start (geometry, E_start, forces)
+with its minimum as properties (``e_opt``, ``opt_coordinates``) and how the reference ended
+(``end``). :func:`reference_test_set` makes it from the oracle's reference optimisations,
+:func:`known_minima_test_set` from an imported test set that carries its minima energies.
+
 Each test conformation is optimised with the model and the batched L-BFGS for exactly T steps
 (the paper's protocol: torch.optim.LBFGS, lr 1, max_iter 5, history 100, no cap, no early stop);
 the geometries at the configured steps get oracle single points (through the label cache). A
@@ -14,13 +19,13 @@ column contract of :mod:`golf.metrics`, and the evaluated frames as a dataset.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from golf.data import Conformer, Dataset
 from golf.metrics import PAPER_PROTOCOL, REQUIRED_COLUMNS
-from golf.oracle_optimize import END_CONVERGED, final_frames, start_frames
 from golf.surrogate import SurrogateError, SurrogatePool
 
 log = logging.getLogger(__name__)
@@ -37,18 +42,55 @@ def protocol_name(max_displacement: float | None) -> str:
     return f"capped-{max_displacement:g}"
 
 
-def test_set(reference: Dataset) -> tuple[Dataset, dict[int, Conformer]]:
-    """Start conformations (labelled, step 0) of the reference optimisations and their minima."""
-    starts = start_frames(reference)
-    # Only a converged oracle optimisation gives a minimum; a stopped or failed one would make a
-    # non-minimum the reference (pct above 100, E_res too small).
-    finals = {k: c for k, c in final_frames(reference).items() if c.props["end"] == END_CONVERGED}
-    keys = sorted(k for k in starts if k in finals and starts[k].labelled)
-    missing = sorted(set(starts) - set(keys))
-    if missing:
-        log.warning("%d test conformations have no converged oracle reference, left out: %s", len(missing), missing)
-    ds = Dataset(dict(reference.molecules), [starts[k] for k in keys], {})
-    return ds, {k: finals[k] for k in keys}
+def reference_test_set(references: Dataset) -> Dataset:
+    """The test set from the oracle's reference optimisations (:mod:`golf.oracle_optimize`): one
+    row per trajectory, the start (geometry, label, status) with its reference's result as props.
+
+    Props: ``traj``; ``end`` ("converged", "step_limit", "failed", as the trajectory ended);
+    ``e_opt`` (Hartree) and ``opt_coordinates`` (Angstrom) of its last labelled frame, NaN
+    without one; ``reference_frames``, the oracle calls the optimisation made.
+    """
+    by_traj: dict[int, list[Conformer]] = {}
+    for c in references.conformers:
+        by_traj.setdefault(int(c.props["traj"]), []).append(c)
+    rows = []
+    for traj, frames in sorted(by_traj.items()):
+        frames.sort(key=lambda c: c.props["step"])
+        start, labelled = frames[0], [c for c in frames if c.labelled]
+        final = labelled[-1] if labelled else None
+        props = {
+            "traj": traj,
+            "end": frames[-1].props.get("end") or "failed",
+            "e_opt": final.energy if final else np.nan,
+            "reference_frames": len(frames),
+        }
+        if final is not None:
+            props["opt_coordinates"] = final.coordinates
+        rows.append(replace(start, props=props))
+    attrs = dict(references.attrs) | {"kind": "test_set", "minima": "oracle_optimisation"}
+    return Dataset(dict(references.molecules), rows, attrs)
+
+
+def known_minima_test_set(test: Dataset) -> Dataset:
+    """The test set from labelled test conformations that carry their minimum's energy (property
+    ``e_opt``, Hartree; the authors' D-test ``optimal_energy``); the minimum's geometry is unknown."""
+    rows = []
+    for row, c in enumerate(test.conformers):
+        e_opt = c.props.get("e_opt", np.nan)
+        if not (c.labelled and np.isfinite(e_opt)):
+            raise ValueError(f"test conformation {row} lacks a label or e_opt; set data.test_minima: false")
+        rows.append(replace(c, props={"traj": row, "end": "converged", "e_opt": float(e_opt)}))
+    return Dataset(dict(test.molecules), rows, dict(test.attrs) | {"kind": "test_set", "minima": "known"})
+
+
+def evaluable(test_set: Dataset) -> Dataset:
+    """The rows an evaluation uses: a labelled start and a converged reference. A stopped or failed
+    optimisation gives no minimum; as the reference it would make pct above 100 and E_res too small."""
+    keep = [c.labelled and c.props["end"] == "converged" for c in test_set.conformers]
+    left_out = [c.props["traj"] for c, k in zip(test_set.conformers, keep, strict=True) if not k]
+    if left_out:
+        log.warning("%d test conformations have no converged oracle reference, left out: %s", len(left_out), left_out)
+    return test_set.subset(keep)
 
 
 def nnp_frames(
@@ -131,20 +173,14 @@ def mmff_frames(starts: Dataset, timelimit: int, max_iters: int = 2000) -> Datas
     return out
 
 
-def per_step_table(
-    model_name: str,
-    frames: Dataset,
-    starts: Dataset,
-    minima: dict[int, Conformer],
-    protocol: str | None = None,
-) -> pd.DataFrame:
+def per_step_table(model_name: str, frames: Dataset, test_set: Dataset, protocol: str | None = None) -> pd.DataFrame:
     """The long table of :mod:`golf.metrics` from labelled frames.
 
     ``protocol``: how the frames were optimised; default ``frames.attrs["protocol"]`` as written by
     :func:`nnp_frames`, else "paper" (MMFF rows, which do not depend on it).
     """
     protocol = protocol or frames.attrs.get("protocol") or PAPER_PROTOCOL
-    start_energy = {c.props["traj"]: c.energy for c in starts}
+    rows_of = {c.props["traj"]: c for c in test_set}
     rows = []
     for c in frames:
         traj = c.props["traj"]
@@ -160,8 +196,8 @@ def per_step_table(
                 "step": int(c.props["step"]),
                 "e_dft": c.energy if c.labelled else np.nan,
                 "dft_status": c.status,
-                "e_start": start_energy[traj],
-                "e_opt": minima[traj].energy,
+                "e_start": rows_of[traj].energy,
+                "e_opt": rows_of[traj].props["e_opt"],
                 "e_nnp": c.props.get("nnp_energy", np.nan),
                 "force_err": force_err,
                 "protocol": protocol,
@@ -170,11 +206,11 @@ def per_step_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def oracle_table(starts: Dataset, minima: dict[int, Conformer], final_step: int) -> pd.DataFrame:
+def oracle_table(test_set: Dataset, final_step: int) -> pd.DataFrame:
     """The oracle's own optimisation as a model row: pct 100 by definition."""
     rows = []
-    for c in starts:
-        e_opt = minima[c.props["traj"]].energy
+    for c in test_set:
+        e_opt = c.props["e_opt"]
         for step, energy in ((0, c.energy), (final_step, e_opt)):
             rows.append(
                 {

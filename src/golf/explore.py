@@ -23,7 +23,7 @@ import numpy as np
 
 from golf.data import Conformer, Dataset
 from golf.optimize import BatchedLBFGS, run_stream
-from golf.select import END_REASONS, select_conformation, trajectory_end
+from golf.select import select_conformation, trajectory_end
 from golf.surrogate import SurrogateError, SurrogatePool
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def run_golf_trajectories(
 
     Frames are conformers with props ``traj``, ``step`` (0 = start), ``start_row`` (row in the
     start pool), ``round``, ``nnp_energy`` (Hartree), ``nnp_forces`` (Hartree/Angstrom),
-    ``mmff_energy`` (kcal/mol), ``repaired`` (0/1) and ``end_reason`` (code into END_REASONS).
+    ``mmff_energy`` (kcal/mol), ``repaired`` (0/1) and ``end_reason`` (one of END_REASONS).
     """
     surrogates = SurrogatePool()
     starts = start_pool(d0, surrogates, exclude)
@@ -107,7 +107,7 @@ def run_golf_trajectories(
         model.energies_forces, batch_size=parallel, max_displacement=max_displacement, device=model.device
     )
     running: dict[int, _Running] = {}  # traj -> its frames so far
-    out = Dataset(dict(starts.molecules), [], {"kind": "golf_trajectories", "end_reasons": list(END_REASONS)})
+    out = Dataset(dict(starts.molecules), [], {"kind": "golf_trajectories"})
     counts = {"accepted": 0, "ended": 0, "started": 0}
     timing = {"nnp_s": 0.0, "mmff_s": 0.0}
     bar = None
@@ -216,7 +216,7 @@ def _frames(traj: _Running, end: str, round_index: int) -> list[Conformer]:
                     "nnp_forces": nan_forces if forces is None else forces,
                     "mmff_energy": traj.mmff[step],
                     "repaired": int(traj.repaired[step]),
-                    "end_reason": END_REASONS.index(end),
+                    "end_reason": end,
                 },
             )
         )

@@ -16,8 +16,8 @@ trajectory with a recorded status instead of an exception deep inside the optimi
 
 Every frame of a trajectory is a conformer with props ``traj`` (index of the start conformation
 in the input), ``step`` (0 = the start) and status "ok" or the oracle's failure status; the last
-frame of a converged trajectory has status "converged" in the ``end`` property (1 = converged,
-0 = stopped at the step or budget limit, -1 = oracle failure).
+frame also says how the trajectory ended, in its ``end`` property: "converged", "step_limit"
+(stopped at the step or budget limit) or "failed" (an oracle or optimiser failure).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from golf.units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 
 log = logging.getLogger(__name__)
 
-END_CONVERGED, END_LIMIT, END_FAILED = 1, 0, -1
+ENDS = ("converged", "step_limit", "failed")  # the values of a last frame's ``end``
 
 
 class _Stop(Exception):
@@ -135,6 +135,8 @@ class _Recorder:
             raise _Stop("budget")
         c = self.conformer
         result = self.oracle.gradient(c.species, positions, self.charge, self.multiplicity)
+        if self.frames:
+            del self.frames[-1].props["end"]  # only the last frame says how the trajectory ended
         self.frames.append(
             Conformer(
                 c.molecule_id,
@@ -144,7 +146,7 @@ class _Recorder:
                 energy=result.energy,
                 forces=result.forces,
                 status=result.status,
-                props={"traj": self.traj, "step": step, "end": END_LIMIT},
+                props={"traj": self.traj, "step": step, "end": "step_limit"},
             )
         )
         if not result.ok:
@@ -154,11 +156,11 @@ class _Recorder:
 
     def finish(self, converged: bool) -> None:
         if self.frames and converged:
-            self.frames[-1].props["end"] = END_CONVERGED
+            self.frames[-1].props["end"] = "converged"
 
     def stopped(self, stop: _Stop) -> None:
         if self.frames and str(stop) != "budget":
-            self.frames[-1].props["end"] = END_FAILED
+            self.frames[-1].props["end"] = "failed"
 
 
 def _geometric_trajectory(record: _Recorder, max_steps: int) -> list[Conformer]:
@@ -193,7 +195,7 @@ def _geometric_trajectory(record: _Recorder, max_steps: int) -> list[Conformer]:
             Optimize(coords, molecule, internal, OracleEngine(molecule), scratch, params)
             record.finish(True)
         except GeomOptNotConvergedError:
-            pass  # the step limit: the last frame keeps END_LIMIT
+            pass  # the step limit: the last frame keeps "step_limit"
         except _Stop as stop:
             record.stopped(stop)
         except Exception as err:  # noqa: BLE001 - geomeTRIC's own failure is a recorded status, not a lost set
@@ -204,7 +206,7 @@ def _geometric_trajectory(record: _Recorder, max_steps: int) -> list[Conformer]:
                 except _Stop:
                     pass
             if record.frames:
-                record.frames[-1].props["end"] = END_FAILED
+                record.frames[-1].props["end"] = "failed"
     return record.frames
 
 
@@ -261,7 +263,7 @@ def oracle_trajectories(
             if frames:
                 end = frames[-1].props["end"]
                 log.info(
-                    "trajectory %d/%d: %d frames, end=%d, E=%.8f",
+                    "trajectory %d/%d: %d frames, end=%s, E=%.8f",
                     i + 1,
                     len(order),
                     len(frames),
@@ -303,7 +305,7 @@ def gather_trajectories(chunks: list[Dataset], budget: int | None = None, allow_
             calls = sum(1 for c in frames if c.props["step"] >= 1)
             if used + calls > budget:
                 frames = frames[: budget - used + 1]  # frame 0 is free
-                frames[-1].props["end"] = END_LIMIT
+                frames[-1].props["end"] = "step_limit"
                 calls = budget - used
             used += calls
         kept.extend(frames)
@@ -323,53 +325,5 @@ def extra_frames(trajectories: Dataset) -> Dataset:
     return trajectories.subset([c.labelled and c.props["step"] >= 1 for c in trajectories.conformers])
 
 
-def final_frames(trajectories: Dataset) -> dict[int, Conformer]:
-    """The last labelled frame of each trajectory, keyed by ``traj``: the oracle's minimum."""
-    last: dict[int, Conformer] = {}
-    for c in trajectories.conformers:
-        if c.labelled:
-            last[c.props["traj"]] = c
-    return last
-
-
-def start_frames(trajectories: Dataset) -> dict[int, Conformer]:
-    return {c.props["traj"]: c for c in trajectories.conformers if c.props["step"] == 0}
-
-
 def shuffled(n: int, seed: int) -> list[int]:
     return list(np.random.default_rng(seed).permutation(n))
-
-
-def reference_from_known_minima(test: Dataset) -> Dataset:
-    """Reference "trajectories" from a test set that carries its minima energies (property
-    ``e_opt``, Hartree; the authors' D-test ``optimal_energy``): frame 0 is the labelled test
-    conformation, frame 1 has the minimum's energy and unknown (NaN) coordinates."""
-    out = Dataset(dict(test.molecules), [], dict(test.attrs) | {"kind": "reference_from_file"})
-    for row, c in enumerate(test.conformers):
-        e_opt = c.props.get("e_opt", float("nan"))
-        if not (c.labelled and np.isfinite(e_opt)):
-            raise ValueError(f"test conformation {row} lacks a label or e_opt; set data.test_minima: false")
-        out.conformers.append(
-            Conformer(
-                c.molecule_id,
-                c.conformer_id,
-                c.species,
-                c.coordinates,
-                energy=c.energy,
-                forces=c.forces,
-                status="ok",
-                props={"traj": row, "step": 0, "end": END_CONVERGED},
-            )
-        )
-        out.conformers.append(
-            Conformer(
-                c.molecule_id,
-                c.conformer_id,
-                c.species,
-                np.full(c.coordinates.shape, np.nan),
-                energy=float(e_opt),
-                status="ok",
-                props={"traj": row, "step": 1, "end": END_CONVERGED},
-            )
-        )
-    return out

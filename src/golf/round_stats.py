@@ -27,8 +27,8 @@ def round_stats(round_index: int, trajectories: Dataset, selected: Dataset, labe
         traj = int(c.props["traj"])
         lengths[traj] = max(lengths.get(traj, 0), int(c.props["step"]))
     for c in selected:
-        ends[END_REASONS[int(c.props["end_reason"])]] += 1
-        if END_REASONS[int(c.props["end_reason"])] == "mmff_rise":
+        ends[c.props["end_reason"]] += 1
+        if c.props["end_reason"] == "mmff_rise":
             rises.append(lengths[int(c.props["traj"])])
     row = {
         "round": round_index,

@@ -83,7 +83,7 @@ def _ended_trajectories(trajectories: Dataset):
         by_traj[int(c.props["traj"])].append(c)
     for traj in sorted(by_traj):
         frames = sorted(by_traj[traj], key=lambda c: c.props["step"])
-        yield frames, END_REASONS[int(frames[-1].props["end_reason"])]
+        yield frames, frames[-1].props["end_reason"]
 
 
 def _golf_selection(frames: list[Conformer], end: str, mmff_threshold: float) -> Selection:

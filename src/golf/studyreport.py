@@ -73,42 +73,33 @@ def with_validation_error(summary: pd.DataFrame, model_metrics) -> pd.DataFrame:
     return summary
 
 
-_END_REASON = {0: "stopped at the step limit", -1: "oracle failure"}
+_END_REASON = {"step_limit": "stopped at the step limit", "failed": "oracle failure"}
 
 
-def unconverged_references(reference: Dataset) -> pd.DataFrame:
+def unconverged_references(test_set: Dataset) -> pd.DataFrame:
     """Test conformations whose reference optimisation gives no minimum: one row each with
     molecule_id, conformer_id, smiles, name, the reason and the number of frames.
 
-    ``evaluate.test_set`` leaves them out of every evaluation (a non-minimum reference would
+    ``evaluate.evaluable`` leaves them out of every evaluation (a non-minimum reference would
     make pct too high and E_res too small); this lists them so the report can say which.
     """
-    from golf.oracle_optimize import END_CONVERGED, final_frames, start_frames
-
-    starts, finals = start_frames(reference), final_frames(reference)
-    n_frames: dict[int, int] = {}
-    for c in reference.conformers:
-        n_frames[c.props["traj"]] = n_frames.get(c.props["traj"], 0) + 1
     rows = []
-    for traj, start in sorted(starts.items()):
-        final = finals.get(traj)
-        if not start.labelled:
-            reason = f"start not labelled ({start.status})"
-        elif final is None:
-            reason = "no labelled frame"
-        elif final.props["end"] != END_CONVERGED:
-            reason = _END_REASON.get(int(final.props["end"]), f"end code {final.props['end']}")
+    for c in test_set:
+        if not c.labelled:
+            reason = f"start not labelled ({c.status})"
+        elif c.props["end"] != "converged":
+            reason = _END_REASON.get(c.props["end"], f"ended {c.props['end']}")
         else:
             continue
-        mol = reference.molecules[start.molecule_id]
+        mol = test_set.molecules[c.molecule_id]
         rows.append(
             {
-                "molecule_id": start.molecule_id,
-                "conformer_id": start.conformer_id,
+                "molecule_id": c.molecule_id,
+                "conformer_id": c.conformer_id,
                 "smiles": mol.smiles,
                 "name": mol.name,
                 "reason": reason,
-                "frames": n_frames[traj],
+                "frames": c.props.get("reference_frames", -1),
             }
         )
     return pd.DataFrame(rows, columns=["molecule_id", "conformer_id", "smiles", "name", "reason", "frames"])
@@ -126,7 +117,7 @@ def build_report(
     eval_labels,
     round_labels,
     traj,
-    reference,
+    test_set,
     evaluation: dict,
     settings: dict,
     outdir,
@@ -138,11 +129,11 @@ def build_report(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     final_step = evaluation["timelimit"]
-    reference_set = data.read(reference)
-    starts, minima = evaluate.test_set(reference_set)
-    unconverged = unconverged_references(reference_set)
+    all_rows = data.read(test_set)
+    rows = evaluate.evaluable(all_rows)
+    unconverged = unconverged_references(all_rows)
     per_step = pd.concat(
-        [pd.read_csv(path) for path in per_step_csvs] + [evaluate.oracle_table(starts, minima, final_step)],
+        [pd.read_csv(path) for path in per_step_csvs] + [evaluate.oracle_table(rows, final_step)],
         ignore_index=True,
     )
     final_geoms = {}
@@ -152,11 +143,11 @@ def build_report(
         for c in frames:
             if c.props["step"] == final_step and c.labelled:
                 final_geoms[(*group, c.molecule_id, c.conformer_id)] = (frames.smiles(c), c.coordinates)
-    # Minima read from a test file have energies only (NaN coordinates): no COV/MAT for them.
+    # Minima read from a test file have energies only (no opt_coordinates): no COV/MAT for them.
     reference_geoms = {
-        (c.molecule_id, c.conformer_id): (starts.smiles(c), c.coordinates)
-        for c in minima.values()
-        if np.isfinite(c.coordinates).all()
+        (c.molecule_id, c.conformer_id): (rows.smiles(c), c.props["opt_coordinates"])
+        for c in rows
+        if "opt_coordinates" in c.props and np.isfinite(c.props["opt_coordinates"]).all()
     }
     for (mid, cid), geom in reference_geoms.items():
         final_geoms[("oracle", mid, cid)] = geom  # every protocol: the oracle's rows do not depend on it

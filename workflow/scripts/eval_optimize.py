@@ -13,7 +13,7 @@ log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params
 settings = params.evaluation
-starts, _ = evaluate.test_set(data.read(snakemake.input.reference))
+starts = evaluate.evaluable(data.read(snakemake.input.test_set))
 if params.model == "mmff":
     frames = evaluate.mmff_frames(starts, settings["timelimit"])
 else:

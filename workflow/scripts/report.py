@@ -13,7 +13,7 @@ build_report(
     random_labels=snakemake.input.random_labels,
     model_metrics=snakemake.input.model_metrics,
     traj=snakemake.input.traj,
-    reference=snakemake.input.reference,
+    test_set=snakemake.input.test_set,
     evaluation=snakemake.params.evaluation,
     settings=snakemake.params.settings,
     outdir=Path(snakemake.output.summary).parent,
