@@ -53,7 +53,7 @@ def main() -> None:
     from golf.labels import label_pending
     from golf.oracle import Oracle
     from golf.oracle_optimize import oracle_trajectories
-    from golf.train import train
+    from golf.train import mark_validation, train
     from golf.workflow import new_model, oracle_settings, train_settings
 
     torch.set_num_threads(args.threads)
@@ -95,9 +95,9 @@ def main() -> None:
             d0 = train_set.subset([c.conformer_id < n for c in train_set.conformers])
             model_cfg = {"nnp": cfg["nnp"], "elements": cfg["elements"], "oracle": cfg["oracle"],
                          "train": cfg["train"] | {"seed": args.train_seed}}  # fmt: skip
-            params = {"train": model_cfg["train"], "device": "cpu", "initial_conf_pct": cfg["golf"]["initial_conf_pct"],
-                      "val_split": "conformer"}  # fmt: skip
+            params = {"train": model_cfg["train"], "device": "cpu", "initial_conf_pct": cfg["golf"]["initial_conf_pct"]}
             settings = train_settings(params, steps=args.steps or cfg["train"]["baseline_steps"])
+            d0 = mark_validation(d0, cfg["train"]["val_fraction"], args.train_seed, "conformer")
             result = train(new_model(model_cfg, d0), d0, None, settings)
             best = result.history.loc[result.history["step"] == result.best_step].iloc[-1]
             stage(f"train n={n}")

@@ -179,6 +179,11 @@ def get_conformers(split):
 
 
 def get_d0():
+    """D0 with its validation split, made by the d0 rule: what training and every start pool read."""
+    return "results/d0.h5"
+
+
+def get_d0_source():
     return "results/imported/d0.h5" if BYO_D0 else "results/labels/d0.h5"
 
 
@@ -315,7 +320,6 @@ def get_traj_params(wildcards):
     return {
         "seed": golf_seed(wildcards),
         "share": -(-TRAJ_K // config["oracle"]["chunks"]),  # ceil: the shares cover k
-        "validation": validation_params(wildcards),
     }
 
 
@@ -377,7 +381,6 @@ def train_params(wildcards):
         "train": seeded_train(wildcards),
         "device": config["nnp"]["device"],
         "initial_conf_pct": config["golf"]["initial_conf_pct"],
-        "val_split": validation_split(),
     }
 
 
@@ -390,13 +393,14 @@ def validation_split():
     return config["conformers"]["split"]
 
 
-def validation_params(wildcards):
-    """What decides training's validation conformations (golf.workflow.is_validation)."""
-    train = seeded_train(wildcards)
+def validation_params():
+    """D0's validation split, decided once for every model and seed (golf.train.mark_validation):
+    the study's seeds repeat training on the same split, as the paper's fixed D0 split.
+    """
     return {
-        "val_fraction": train["val_fraction"],
-        "seed": train["seed"],
-        "val_split": validation_split(),
+        "val_fraction": config["train"]["val_fraction"],
+        "seed": config["train"]["seed"],
+        "by": validation_split(),
     }
 
 

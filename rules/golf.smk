@@ -24,7 +24,6 @@ rule golf_optimize:
     params:
         golf=golf_params,
         device=config["nnp"]["device"],
-        validation=validation_params,
     script:
         "../workflow/scripts/golf_optimize.py"
 

@@ -73,3 +73,26 @@ if SEEDED:
             "logs/seed-{seed}/label/{set}/gather.log",
         benchmark:
             "benchmarks/seed-{seed}/label/{set}/gather.tsv"
+
+
+# D0 as training and every start pool read it: the labelled (or imported) D0 with its validation
+# split decided once, for every model and seed (golf.train.mark_validation).
+rule d0:
+    input:
+        d0=get_d0_source(),
+    output:
+        d0="results/d0.h5",
+    log:
+        "logs/d0.log",
+    benchmark:
+        "benchmarks/d0.tsv"
+    conda:
+        "../envs/chem.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled(4000),
+        runtime=scaled(10),
+    params:
+        validation=validation_params(),
+    script:
+        "../workflow/scripts/d0.py"

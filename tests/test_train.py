@@ -20,9 +20,19 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
+from golf import data
 from golf.data import Conformer, Dataset, Molecule
 from golf.nnp import UnsupportedElement, build_model, fit_self_energies
-from golf.train import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, train, validation_keys
+from golf.train import (
+    HISTORY_COLUMNS,
+    TrainError,
+    TrainSettings,
+    batch_composition,
+    mark_validation,
+    train,
+    validation_keys,
+    validation_predicate,
+)
 
 SMILES = ["CCO", "CC(=O)O", "CCN", "CC(C)O", "OCCO", "CC=O", "NCC(=O)O", "COC", "CC#N", "C1CCOC1"]
 E0 = {1: -0.5, 6: -38.0, 7: -54.6, 8: -75.1}
@@ -188,6 +198,26 @@ def test_validation_split_by_conformer_holds_out_conformations_of_trained_molecu
     assert any(0 < sum(k[0] == m for k in keys) < 4 for m in range(10))
     with pytest.raises(TrainError, match="molecule' or 'conformer"):
         validation_keys(rows, 0.25, seed=1, by="atom")
+
+
+def test_d0_carries_its_validation_split_and_training_keeps_it(tmp_path):
+    """Decided once (mark_validation), stored in the file, read by training and the start pools:
+    TrainSettings' own val_fraction, val_split and seed do not draw it again."""
+    d0 = mark_validation(synthetic_dataset(n_conf=4), 0.25, seed=7, by="conformer")
+    data.write(tmp_path / "d0.h5", d0)
+    d0 = data.read(tmp_path / "d0.h5")
+    held = {(c.molecule_id, c.conformer_id) for c in d0 if c.props["validation"] == 1}
+    assert held == validation_keys(d0.conformers, 0.25, seed=7, by="conformer") and held
+    assert d0.attrs["validation"] == {"fraction": 0.25, "seed": 7, "by": "conformer", "keys": len(held)}
+    is_held = validation_predicate(d0)
+    assert {(c.molecule_id, c.conformer_id) for c in d0 if is_held(c)} == held
+    settings = TrainSettings(**(FAST | {"steps": 2, "val_fraction": 0.5, "seed": 0}))  # another split, ignored
+    result = train(_model(d0), d0, settings=settings, progress=False)
+    training = result.model.meta["training"]
+    assert training["val_split"] == "conformer" and {tuple(k) for k in training["val_keys"]} == held
+    assert training["n_val"] == len(held)
+    with pytest.raises(TrainError, match="no validation split"):
+        validation_predicate(synthetic_dataset(n_conf=1))
 
 
 def test_bad_input_gives_clear_errors():
@@ -362,11 +392,11 @@ def test_checkpoint_of_other_settings_or_data_is_not_used(tmp_path, caplog):
     assert "belongs to other settings" in caplog.text
     _same_result(result, train(_model(d0), d0, None, other, progress=False))
     # the same settings with other data, or another starting model: also a fresh start
-    for model, data in ((_model(d0), new), (_model(d0, seed=1), d0)):
+    for model, other_d0 in ((_model(d0), new), (_model(d0, seed=1), d0)):
         ckpt.write_bytes(saved)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="golf.train"):
-            train(model, data, None, settings, progress=False, checkpoint=ckpt)
+            train(model, other_d0, None, settings, progress=False, checkpoint=ckpt)
         assert "belongs to other settings" in caplog.text
     with pytest.raises(TrainError, match="checkpoint_every"):
         train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=0)

@@ -22,6 +22,7 @@ def test_every_target_exists(tiny_study):
     for path in [
         "results/conformers.h5",
         "results/labels/d0.h5",
+        "results/d0.h5",
         "results/models/baseline.pt",
         "results/models/baseline.metrics.csv",
         "results/rounds/1/trajectories.h5",
@@ -368,7 +369,7 @@ def test_training_key_reruns_training_and_downstream_only(touched_study, tmp_pat
     assert {"train_baseline", "golf_train", "train_traj", "golf_optimize", "report"} <= jobs
     assert {"label_chunk:round-1", "label_chunk:eval-baseline"} <= jobs  # downstream of the new model
     # Not the conformers, D0's labels, the reference minima or the DFT trajectories.
-    untouched = {"conformers", "label_chunk:d0", "gather_labels:d0", "oracle_optimize:reference", "test_set",
+    untouched = {"conformers", "label_chunk:d0", "gather_labels:d0", "oracle_optimize:reference", "test_set", "d0",
                  "oracle_optimize:traj", "gather_optimisation:reference", "gather_optimisation:traj"}  # fmt: skip
     assert not jobs & untouched, jobs & untouched
     assert "label_chunk:eval-mmff" not in jobs  # MMFF's evaluation has no model

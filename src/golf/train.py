@@ -57,6 +57,8 @@ __all__ = [
     "batch_composition",
     "validation_keys",
     "validation_key",
+    "mark_validation",
+    "validation_predicate",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,10 @@ class TrainSettings:
         rho: energy weight; forces get 1 - rho (the authors' code, see the module docstring).
         grad_clip: maximum gradient norm (1.0).
         initial_conf_pct: share of each batch drawn from D0 when ``new`` is given (0.1).
-        val_fraction: fraction of D0's molecules (or conformations) held out for validation.
-        val_split: "molecule" (the paper's split) or "conformer" (:func:`validation_keys`).
+        val_fraction, val_split: the validation split of a D0 without one (:func:`mark_validation`
+            with ``seed``): the fraction of D0's molecules (or conformations) held out, by
+            "molecule" (the paper's split) or "conformer". A D0 that carries its split (the
+            workflow's ``results/d0.h5``) keeps it, whatever these say.
         eval_every: steps between evaluations (a metrics row, best-model check).
         seed: seeds the validation split, the batch sampling and nothing else (the model's
             initial weights come from ``build_model(seed=...)``).
@@ -167,6 +171,26 @@ def validation_keys(rows, val_fraction: float, seed: int, by: str = "molecule") 
     n_val = min(math.ceil(val_fraction * len(keys)), len(keys) - 1)
     rng = np.random.default_rng([seed, 0x5EED])
     return {keys[i] for i in rng.permutation(np.arange(len(keys)))[:n_val]}
+
+
+def mark_validation(d0: Dataset, val_fraction: float, seed: int, by: str = "molecule") -> Dataset:
+    """D0 with its validation split decided once: property ``validation`` (1 held out, 0 train)
+    on every row, by the keys :func:`validation_keys` draws from the usable rows, and the split's
+    settings in ``attrs["validation"]``. Training, GOLF's and the trajectory baseline's starts
+    then read the marks instead of drawing the split again."""
+    keys = validation_keys(_usable(d0, "D0"), val_fraction, seed, by)
+    for c in d0.conformers:
+        c.props["validation"] = int(validation_key(c, by) in keys)
+    d0.attrs["validation"] = {"fraction": val_fraction, "seed": seed, "by": by, "keys": len(keys)}
+    return d0
+
+
+def validation_predicate(d0: Dataset):
+    """``f(conformer) -> bool``: held out for validation by ``d0``'s marks (:func:`mark_validation`);
+    GOLF and trajectory starts avoid them, their labels would leak into the validation set."""
+    if "validation" not in d0.attrs:
+        raise TrainError("D0 carries no validation split; mark it with golf.train.mark_validation")
+    return lambda c: c.props["validation"] == 1
 
 
 def batch_composition(
@@ -310,13 +334,18 @@ class _Pools:
     new: _Pool | None
     val: _Pool | None
     val_ids: set  # validation_key values
+    val_split: str  # what a key is: "molecule" or "conformer"
 
 
 def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSettings, device) -> _Pools:
     """Labelled conformations into device pools, the validation molecules held out (by molecule)."""
     d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
-    by = settings.val_split
-    val_ids = validation_keys(d0_rows, settings.val_fraction, settings.seed, by)
+    if "validation" in d0.attrs:  # the split D0 carries (mark_validation)
+        by = d0.attrs["validation"]["by"]
+        val_ids = {validation_key(c, by) for c in d0_rows if c.props["validation"] == 1}
+    else:  # a D0 without one (library use): drawn here the same way
+        by = settings.val_split
+        val_ids = validation_keys(d0_rows, settings.val_fraction, settings.seed, by)
     val_rows = [c for c in d0_rows + new_rows if validation_key(c, by) in val_ids]
     d0_rows = [c for c in d0_rows if validation_key(c, by) not in val_ids]
     new_rows = [c for c in new_rows if validation_key(c, by) not in val_ids]
@@ -331,6 +360,7 @@ def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSet
         new=_Pool(model, new_rows, n_max, device, dtype) if new_rows else None,
         val=_Pool(model, val_rows, n_max, device, dtype) if val_rows else None,
         val_ids=val_ids,
+        val_split=by,
     )
     log.info(
         "training on %d D0 + %d new conformations, validating on %d (%d %ss); %d steps on %s",
@@ -338,7 +368,7 @@ def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSet
         pools.new.size if pools.new else 0,
         pools.val.size if pools.val else 0,
         len(val_ids),
-        settings.val_split,
+        by,
         settings.steps,
         device,
     )
@@ -652,7 +682,9 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     digest = ""
     if ckpt_path is not None:
-        digest = _run_digest(model, settings, data_digest)
+        # the validation split belongs to the data: a D0 marked differently is another run
+        split = json.dumps([pools.val_split, sorted(map(str, pools.val_ids))])
+        digest = _run_digest(model, settings, data_digest + hashlib.sha256(split.encode()).hexdigest()[:16])
         run = _resume(run, model, settings, device, ckpt_path, digest)
 
     start_time = time.perf_counter() - run.elapsed_before
@@ -711,7 +743,7 @@ def _result(run: _Run, d0: Dataset, settings: TrainSettings, pools: _Pools, data
         "n_train_d0": pools.d0.size,
         "n_train_new": pools.new.size if pools.new else 0,
         "n_val": pools.val.size if pools.val else 0,
-        "val_split": settings.val_split,
+        "val_split": pools.val_split,
         "val_keys": [list(k) if isinstance(k, tuple) else k for k in sorted(pools.val_ids)],
     }
     return TrainResult(model, pd.DataFrame(run.history, columns=HISTORY_COLUMNS), best_step, run.skipped)

@@ -131,8 +131,6 @@ def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_t
         lr_min_factor=t["lr_min_factor"],
         rho=t["rho"],
         grad_clip=t["grad_clip"],
-        val_fraction=t["val_fraction"],
-        val_split=params["val_split"],
         initial_conf_pct=params["initial_conf_pct"],
         eval_every=max(1, steps // 20),
         seed=t["seed"],
@@ -140,18 +138,6 @@ def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_t
         schedule_start=schedule_start,
         schedule_total=schedule_total,
     )
-
-
-def is_validation(validation: dict, d0):
-    """A predicate on conformers: those of D0 that training holds out for validation (the same
-    seeded split as :func:`golf.train.train`; ``validation`` holds train.val_fraction,
-    train.seed and train.val_split). GOLF and trajectory starts avoid them: their labels would
-    not be trained on, yet would count as extra oracle calls."""
-    from golf.train import validation_key, validation_keys
-
-    by = validation["val_split"]
-    keys = validation_keys(d0.labelled(), validation["val_fraction"], validation["seed"], by)
-    return lambda c: validation_key(c, by) in keys
 
 
 def scatter_item(item: str) -> tuple[int, int]:

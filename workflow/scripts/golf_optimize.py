@@ -4,7 +4,8 @@ import torch
 
 from golf import data, nnp
 from golf.explore import run_golf_trajectories
-from golf.workflow import is_validation, log_to
+from golf.train import validation_predicate
+from golf.workflow import log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -22,7 +23,7 @@ trajectories = run_golf_trajectories(
     seed=golf["seed"] * 1000 + r,  # a different, reproducible start sample every round
     round_index=r,
     max_displacement=golf["max_displacement"],
-    exclude=is_validation(snakemake.params.validation, d0),
+    exclude=validation_predicate(d0),
 )
 trajectories.attrs["config_digest"] = data.config_digest(dict(snakemake.params))
 data.write(snakemake.output.trajectories, trajectories)

@@ -3,7 +3,8 @@
 from golf import data
 from golf.oracle import Oracle
 from golf.oracle_optimize import oracle_trajectories, shuffled
-from golf.workflow import is_validation, log_to, oracle_provenance, oracle_settings, scatter_item
+from golf.train import validation_predicate
+from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item
 
 log_to(snakemake.log[0])
 params = snakemake.params
@@ -16,7 +17,7 @@ if params.traj is not None:
     # The trajectory baseline starts from labelled D0 conformations in a seeded random order,
     # of molecules that training does not hold out for validation; this chunk runs whole
     # trajectories until its share of the budget is spent, the gather keeps k in that order.
-    held_out = is_validation(params.traj["validation"], starts)
+    held_out = validation_predicate(starts)
     starts = starts.subset([c.labelled and not held_out(c) for c in starts.conformers])
     order = shuffled(len(starts), params.traj["seed"])[chunk::n_chunks]
     budget = params.traj["share"]

@@ -1,0 +1,10 @@
+"""Rule d0: D0 with its validation split decided once (property ``validation``, golf.train)."""
+
+from golf import data
+from golf.train import mark_validation
+from golf.workflow import log_to
+
+log_to(snakemake.log[0])
+v = snakemake.params.validation
+d0 = mark_validation(data.read(snakemake.input.d0), v["val_fraction"], v["seed"], v["by"])
+data.write(snakemake.output.d0, d0)
