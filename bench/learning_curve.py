@@ -53,7 +53,8 @@ def main() -> None:
     from golf.labels import label_pending
     from golf.oracle import Oracle
     from golf.oracle_optimize import oracle_trajectories
-    from golf.train import mark_validation, train
+    from golf.train import train
+    from golf.validation import mark_validation
     from golf.workflow import new_model, oracle_settings, train_settings
 
     torch.set_num_threads(args.threads)

@@ -394,7 +394,7 @@ def validation_split():
 
 
 def validation_params():
-    """D0's validation split, decided once for every model and seed (golf.train.mark_validation):
+    """D0's validation split, decided once for every model and seed (golf.validation.mark_validation):
     the study's seeds repeat training on the same split, as the paper's fixed D0 split.
     """
     return {

@@ -76,7 +76,7 @@ if SEEDED:
 
 
 # D0 as training and every start pool read it: the labelled (or imported) D0 with its validation
-# split decided once, for every model and seed (golf.train.mark_validation).
+# split decided once, for every model and seed (golf.validation.mark_validation).
 rule d0:
     input:
         d0=get_d0_source(),

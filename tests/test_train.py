@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,16 +24,8 @@ from rdkit.Chem import AllChem
 from golf import data
 from golf.data import Conformer, Dataset, Molecule
 from golf.nnp import UnsupportedElement, build_model, fit_self_energies
-from golf.train import (
-    HISTORY_COLUMNS,
-    TrainError,
-    TrainSettings,
-    batch_composition,
-    mark_validation,
-    train,
-    validation_keys,
-    validation_predicate,
-)
+from golf.train import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, train
+from golf.validation import mark_validation, validation_keys, validation_predicate
 
 SMILES = ["CCO", "CC(=O)O", "CCN", "CC(C)O", "OCCO", "CC=O", "NCC(=O)O", "COC", "CC#N", "C1CCOC1"]
 E0 = {1: -0.5, 6: -38.0, 7: -54.6, 8: -75.1}
@@ -196,7 +189,7 @@ def test_validation_split_by_conformer_holds_out_conformations_of_trained_molecu
     assert len(keys) == 10 and all(isinstance(k, tuple) for k in keys)
     # conformations, not whole molecules: a molecule keeps training conformations beside held-out ones
     assert any(0 < sum(k[0] == m for k in keys) < 4 for m in range(10))
-    with pytest.raises(TrainError, match="molecule' or 'conformer"):
+    with pytest.raises(ValueError, match="molecule' or 'conformer"):
         validation_keys(rows, 0.25, seed=1, by="atom")
 
 
@@ -216,7 +209,12 @@ def test_d0_carries_its_validation_split_and_training_keeps_it(tmp_path):
     training = result.model.meta["training"]
     assert training["val_split"] == "conformer" and {tuple(k) for k in training["val_keys"]} == held
     assert training["n_val"] == len(held)
-    with pytest.raises(TrainError, match="no validation split"):
+    # a pool of D0 and unmarked frames of its conformers (the trajectory baseline's) keeps D0's split
+    extra = [replace(c, props={}) for c in d0 if c.props["validation"] == 0][:3]
+    pool = data.concat([d0, Dataset(d0.molecules, extra)], attrs=dict(d0.attrs))
+    training = train(_model(d0), pool, settings=settings, progress=False).model.meta["training"]
+    assert {tuple(k) for k in training["val_keys"]} == held and training["n_train_d0"] == len(d0) - len(held) + 3
+    with pytest.raises(ValueError, match="no validation split"):
         validation_predicate(synthetic_dataset(n_conf=1))
 
 

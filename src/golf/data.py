@@ -135,6 +135,17 @@ class Conformer:
     def labelled(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def trainable(self) -> bool:
+        """Labelled, with finite energy, forces and coordinates: a row training can use."""
+        return (
+            self.status == "ok"
+            and np.isfinite(self.energy)
+            and self.forces is not None
+            and bool(np.isfinite(self.forces).all())
+            and bool(np.isfinite(self.coordinates).all())
+        )
+
 
 class Dataset:
     """A list of conformations, the molecule table they refer to, and file attributes.

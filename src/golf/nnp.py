@@ -38,7 +38,10 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import torch
+import torchani.grad
 from torch import Tensor
+from torchani.nn import SpeciesConverter
+from torchani.utils import pad_atomic_properties
 
 if TYPE_CHECKING:
     from golf.data import Conformer, Dataset
@@ -139,12 +142,10 @@ class NNP(torch.nn.Module):
         symbols = tuple(getattr(network, "symbols", self._elements))
         if symbols != self._elements:
             raise NNPError(f"the TorchANI model is built for {symbols}, not {self._elements}")
-        # atomic number -> element index (-1: padding, -2: unsupported); a buffer so it moves with .to().
-        table = torch.full((max(SUPPORTED_ELEMENTS.values()) + 2,), -2, dtype=torch.long)
-        table[-1] = -1  # index -1 (padding) maps to -1
-        for i, s in enumerate(self._elements):
-            table[SUPPORTED_ELEMENTS[s]] = i
-        self.register_buffer("_index_of_z", table, persistent=False)
+        # atomic number -> element index (-1 padding): TorchANI's converter, its table a buffer that
+        # moves with .to() but stays out of the state_dict (the authors' checkpoints have none)
+        self.species_converter = SpeciesConverter(self._elements)
+        self.species_converter.register_buffer("conv_tensor", self.species_converter.conv_tensor, persistent=False)
         self._sae_cache: dict[torch.device, Tensor] = {}
 
     # --- properties ---------------------------------------------------------------------------
@@ -182,17 +183,17 @@ class NNP(torch.nn.Module):
         synchronises with the device; training converts each data pool once and then calls
         :meth:`energies_from_indices` directly.
         """
-        species = species.to(self._index_of_z.device)
-        bad = (species < -1) | (species >= self._index_of_z.shape[0] - 1)
-        idx = self._index_of_z[species.clamp(-1, self._index_of_z.shape[0] - 2)]
-        bad = bad | (idx == -2)
-        if bool(bad.any()):
-            zs = sorted({int(z) for z in species[bad].unique()})
-            names = [_SYMBOL_OF.get(z, f"Z={z}") for z in zs]
+        species = species.to(self.species_converter.conv_tensor.device)
+        try:
+            if bool((species < -1).any()):  # a negative index would wrap around the table
+                raise IndexError
+            return self.species_converter(species)
+        except (ValueError, IndexError):
+            known = {-1, *(SUPPORTED_ELEMENTS[s] for s in self._elements)}
+            names = [_SYMBOL_OF.get(z, f"Z={z}") for z in sorted({int(z) for z in species.unique()} - known)]
             raise UnsupportedElement(
                 f"model has no network for element(s) {', '.join(names)}; it supports {' '.join(self._elements)}"
-            )
-        return idx
+            ) from None
 
     def _sae_table(self, device: torch.device) -> Tensor:
         """(elements + 1,) float64 self energies, last entry 0 for padding (index -1)."""
@@ -285,8 +286,8 @@ class NNP(torch.nn.Module):
         coords = coordinates.detach().requires_grad_(True)
         with torch.enable_grad():
             energies = self.energies_from_indices(elem_idxs, coords)
-            (grad,) = torch.autograd.grad(energies.sum(), coords, create_graph=create_graph)
-        forces = torch.where((elem_idxs >= 0).unsqueeze(-1), -grad, torch.zeros_like(grad))  # (B, N, 3)
+            forces = torchani.grad.forces(energies, coords, create_graph=create_graph)
+        forces = torch.where((elem_idxs >= 0).unsqueeze(-1), forces, torch.zeros_like(forces))  # (B, N, 3)
         if not create_graph:
             energies = energies.detach()
         return energies, forces
@@ -645,24 +646,24 @@ class PaddedBatch(NamedTuple):
 
 
 def padded_batch(conformers: Sequence[Conformer]) -> PaddedBatch:
-    """Pad a list of :class:`golf.data.Conformer` into CPU tensors (see :class:`PaddedBatch`)."""
-    b = len(conformers)
-    n_atoms = np.array([len(c.species) for c in conformers], dtype=np.int64)
-    n = int(n_atoms.max()) if b else 0
-    species = np.full((b, n), -1, dtype=np.int64)
-    coords = np.zeros((b, n, 3))
-    forces = np.zeros((b, n, 3))
-    energies = np.full(b, np.nan)
-    for i, c in enumerate(conformers):
-        k = n_atoms[i]
-        species[i, :k] = c.species
-        coords[i, :k] = c.coordinates
-        forces[i, :k] = np.nan if c.forces is None else c.forces
-        energies[i] = c.energy
-    return PaddedBatch(
-        torch.from_numpy(species),
-        torch.from_numpy(coords),
-        torch.from_numpy(energies),
-        torch.from_numpy(forces),
-        torch.from_numpy(n_atoms),
-    )
+    """Pad a list of :class:`golf.data.Conformer` into CPU tensors (see :class:`PaddedBatch`),
+    with TorchANI's padding (``torchani.utils.pad_atomic_properties``)."""
+    if not conformers:
+        empty = torch.zeros((0, 0), dtype=torch.int64)
+        return PaddedBatch(
+            empty, torch.zeros((0, 0, 3)), torch.zeros(0), torch.zeros((0, 0, 3)), torch.zeros(0, dtype=torch.int64)
+        )
+    rows = [
+        {
+            "species": torch.from_numpy(c.species)[None],
+            "coordinates": torch.from_numpy(c.coordinates)[None],
+            "forces": torch.full((1, len(c.species), 3), torch.nan)
+            if c.forces is None
+            else torch.from_numpy(c.forces)[None],
+            "energies": torch.tensor([c.energy], dtype=torch.float64),
+        }
+        for c in conformers
+    ]
+    padded = pad_atomic_properties(rows)  # species -1, coordinates and forces 0 on padding
+    n_atoms = torch.tensor([len(c.species) for c in conformers], dtype=torch.int64)
+    return PaddedBatch(padded["species"], padded["coordinates"], padded["energies"], padded["forces"], n_atoms)

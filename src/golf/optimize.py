@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchani.grad
 from torch import Tensor
 
 from golf.data import STATUSES
@@ -112,8 +113,8 @@ def energy_forces_from_energy(energy_fn: Callable[[Tensor, Tensor], Tensor]) -> 
         coordinates = coordinates.detach().requires_grad_(True)
         with torch.enable_grad():
             energies = energy_fn(species, coordinates)
-            (grad,) = torch.autograd.grad(energies.sum(), coordinates)
-        return energies.detach(), -grad
+            forces = torchani.grad.forces(energies, coordinates)
+        return energies.detach(), forces
 
     return energy_forces
 

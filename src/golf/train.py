@@ -48,6 +48,7 @@ from torch import Tensor
 from golf.data import Dataset, require_total_energies
 from golf.nnp import NNP, dataset_digest, padded_batch, resolve_device
 from golf.units import HARTREE_TO_KCALPERMOL
+from golf.validation import validation_key, validation_keys
 
 __all__ = [
     "TrainSettings",
@@ -55,10 +56,6 @@ __all__ = [
     "TrainError",
     "train",
     "batch_composition",
-    "validation_keys",
-    "validation_key",
-    "mark_validation",
-    "validation_predicate",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,10 +90,11 @@ class TrainSettings:
         rho: energy weight; forces get 1 - rho (the authors' code, see the module docstring).
         grad_clip: maximum gradient norm (1.0).
         initial_conf_pct: share of each batch drawn from D0 when ``new`` is given (0.1).
-        val_fraction, val_split: the validation split of a D0 without one (:func:`mark_validation`
-            with ``seed``): the fraction of D0's molecules (or conformations) held out, by
-            "molecule" (the paper's split) or "conformer". A D0 that carries its split (the
-            workflow's ``results/d0.h5``) keeps it, whatever these say.
+        val_fraction, val_split: the validation split of a D0 without one (drawn as
+            :func:`golf.validation.mark_validation` does, with ``seed``): the fraction of D0's
+            molecules (or conformations) held out, by "molecule" (the paper's split) or
+            "conformer". A D0 that carries its split (the workflow's ``results/d0.h5``) keeps it,
+            whatever these say.
         eval_every: steps between evaluations (a metrics row, best-model check).
         seed: seeds the validation split, the batch sampling and nothing else (the model's
             initial weights come from ``build_model(seed=...)``).
@@ -146,51 +144,6 @@ class TrainResult:
     history: pd.DataFrame  # one row per evaluation, columns HISTORY_COLUMNS
     best_step: int
     skipped_steps: int
-
-
-def validation_key(conformer, by: str = "molecule"):
-    """What the validation split holds out: a molecule (id) or one conformer ((id, conformer id))."""
-    if by == "conformer":
-        return (int(conformer.molecule_id), int(conformer.conformer_id))
-    return int(conformer.molecule_id)
-
-
-def validation_keys(rows, val_fraction: float, seed: int, by: str = "molecule") -> set:
-    """Keys (:func:`validation_key`) held out for validation: a seeded ``ceil(fraction * n)`` of
-    the distinct keys of ``rows``, by molecule (the paper's split) or by conformer (the default
-    study's test split is by conformer, and its validation mimics it).
-
-    At least one key stays for training; the result depends only on the set of keys and the
-    seed, so every GOLF round holds out the same D0 conformations.
-    """
-    if by not in ("molecule", "conformer"):
-        raise TrainError(f"validation split must be by 'molecule' or 'conformer', not {by!r}")
-    keys = sorted({validation_key(c, by) for c in rows})
-    if val_fraction <= 0 or len(keys) < 2:
-        return set()
-    n_val = min(math.ceil(val_fraction * len(keys)), len(keys) - 1)
-    rng = np.random.default_rng([seed, 0x5EED])
-    return {keys[i] for i in rng.permutation(np.arange(len(keys)))[:n_val]}
-
-
-def mark_validation(d0: Dataset, val_fraction: float, seed: int, by: str = "molecule") -> Dataset:
-    """D0 with its validation split decided once: property ``validation`` (1 held out, 0 train)
-    on every row, by the keys :func:`validation_keys` draws from the usable rows, and the split's
-    settings in ``attrs["validation"]``. Training, GOLF's and the trajectory baseline's starts
-    then read the marks instead of drawing the split again."""
-    keys = validation_keys(_usable(d0, "D0"), val_fraction, seed, by)
-    for c in d0.conformers:
-        c.props["validation"] = int(validation_key(c, by) in keys)
-    d0.attrs["validation"] = {"fraction": val_fraction, "seed": seed, "by": by, "keys": len(keys)}
-    return d0
-
-
-def validation_predicate(d0: Dataset):
-    """``f(conformer) -> bool``: held out for validation by ``d0``'s marks (:func:`mark_validation`);
-    GOLF and trajectory starts avoid them, their labels would leak into the validation set."""
-    if "validation" not in d0.attrs:
-        raise TrainError("D0 carries no validation split; mark it with golf.train.mark_validation")
-    return lambda c: c.props["validation"] == 1
 
 
 def batch_composition(
@@ -252,14 +205,7 @@ def _usable(dataset: Dataset | None, what: str) -> list:
     if dataset is None:
         return []
     ok = [c for c in dataset.conformers if c.status == "ok"]
-    good = [
-        c
-        for c in ok
-        if np.isfinite(c.energy)
-        and c.forces is not None
-        and np.isfinite(c.forces).all()
-        and np.isfinite(c.coordinates).all()
-    ]
+    good = [c for c in ok if c.trainable]
     if len(good) < len(ok):
         log.warning("%s: %d labelled conformation(s) without finite energy/forces left out", what, len(ok) - len(good))
     log.info("%s: %d of %d conformations used (status 'ok')", what, len(good), len(dataset.conformers))
@@ -342,7 +288,7 @@ def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSet
     d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
     if "validation" in d0.attrs:  # the split D0 carries (mark_validation)
         by = d0.attrs["validation"]["by"]
-        val_ids = {validation_key(c, by) for c in d0_rows if c.props["validation"] == 1}
+        val_ids = {validation_key(c, by) for c in d0_rows if c.props.get("validation") == 1}
     else:  # a D0 without one (library use): drawn here the same way
         by = settings.val_split
         val_ids = validation_keys(d0_rows, settings.val_fraction, settings.seed, by)

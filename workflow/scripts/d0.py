@@ -1,7 +1,7 @@
 """Rule d0: D0 with its validation split decided once (property ``validation``, golf.train)."""
 
 from golf import data
-from golf.train import mark_validation
+from golf.validation import mark_validation
 from golf.workflow import log_to
 
 log_to(snakemake.log[0])

@@ -4,7 +4,7 @@ import torch
 
 from golf import data, nnp
 from golf.explore import run_golf_trajectories
-from golf.train import validation_predicate
+from golf.validation import validation_predicate
 from golf.workflow import log_to
 
 log_to(snakemake.log[0])

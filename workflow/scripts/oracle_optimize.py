@@ -3,7 +3,7 @@
 from golf import data
 from golf.oracle import Oracle
 from golf.oracle_optimize import oracle_trajectories, shuffled
-from golf.train import validation_predicate
+from golf.validation import validation_predicate
 from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item
 
 log_to(snakemake.log[0])

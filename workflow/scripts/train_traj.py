@@ -20,7 +20,9 @@ sources = {snakemake.input.d0: d0, snakemake.input.trajectories: optimisations}
 with user_errors(ProvenanceError):
     common_provenance(sources, allow_mixed=snakemake.params.allow_mixed)
 trajectories = extra_frames(optimisations)
-pool = data.concat([d0, trajectories])
+# D0's attributes carry its validation split; the trajectory frames start from D0 conformations
+# that are not held out, so training keeps them (golf.train validates by D0's marks).
+pool = data.concat([d0, trajectories], attrs=dict(d0.attrs))
 params = snakemake.params
 settings = train_settings(params.train, steps=params.steps)
 model = nnp.load_model(snakemake.input.model)
