@@ -1,4 +1,4 @@
-"""golf.report: summary.md, paired.csv and every plot from a small synthetic study."""
+"""golf.report and golf.plots: summary.md, paired.csv and every plot from a small synthetic study."""
 
 import re
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from golf import data, evaluate, metrics, report, studyreport
+from golf import data, evaluate, metrics, plots, report
 from golf.report import ReportError
 
 STEPS = (0, 1, 2, 3, 5, 8)
@@ -68,7 +68,7 @@ def _report_inputs(per_step):
 def _check_files(paths, outdir):
     names = {p.name for p in paths}
     assert "summary.md" in names and "paired.csv" in names
-    for plot in report.PLOTS:
+    for plot in plots.PLOTS:
         for ext in ("png", "svg"):
             f = outdir / f"{plot}.{ext}"
             assert f in paths
@@ -133,7 +133,7 @@ def test_write_report_full(tmp_path):
     assert "no significant difference between golf-2 and traj-60" in findings  # 6 conformations cannot tell
     assert "golf-2 is better than baseline" in findings
     assert "## Test conformations without a converged reference" in md and "(not given" in md
-    for plot in report.PLOTS:
+    for plot in plots.PLOTS:
         assert f"({plot}.png)" in md
 
 
@@ -255,14 +255,14 @@ def test_unconverged_references_from_the_reference_optimisations():
                 data.Conformer(mid, traj, species, xyz * (1 + 0.01 * step), energy=e, forces=np.zeros(xyz.shape),
                                status="ok", props=props)
             )  # fmt: skip
-    table = studyreport.unconverged_references(evaluate.reference_test_set(ref))
+    table = report.unconverged_references(evaluate.reference_test_set(ref))
     assert table[["molecule_id", "conformer_id", "smiles", "reason"]].values.tolist() == [
         [0, 1, "O", "stopped at the step limit"],
         [1, 2, "C", "oracle failure"],
     ]
     assert table["frames"].tolist() == [2, 2]
     ref.conformers = [c for c in ref.conformers if c.props["traj"] == 0]
-    assert studyreport.unconverged_references(evaluate.reference_test_set(ref)).empty
+    assert report.unconverged_references(evaluate.reference_test_set(ref)).empty
 
 
 def _water_reference():
@@ -302,9 +302,7 @@ def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
         labels.append(tmp_path / f"eval-{model}-{protocol}.h5")
         data.write(labels[-1], frames)
     out = tmp_path / "report"
-    studyreport.build_report(
-        csvs, labels, [], [], tmp_path / "test_set.h5", {"timelimit": 4, "cov_delta": 0.5}, {}, out
-    )
+    report.build_report(csvs, labels, [], [], tmp_path / "test_set.h5", {"timelimit": 4, "cov_delta": 0.5}, {}, out)
     summary = pd.read_csv(out / "summary.csv")
     assert summary[["protocol", "model"]].values.tolist() == [
         ["paper", "oracle"],
@@ -337,13 +335,13 @@ def test_extra_oracle_calls_count_golf_and_random_rounds_apart(tmp_path):
 
     golf = [labels(tmp_path / "g1.h5", ["ok", "ok"]), labels(tmp_path / "g2.h5", ["ok", "scf_not_converged"])]
     rand = [labels(tmp_path / "r1.h5", ["ok", "scf_not_converged"]), labels(tmp_path / "r2.h5", ["ok", "ok"])]
-    calls = studyreport.extra_oracle_calls(golf, [], [], rand)
+    calls = report.extra_oracle_calls(golf, [], [], rand)
     assert (calls["golf-1"], calls["golf-2"], calls["random-1"], calls["random-2"]) == (2, 3, 1, 3)
-    assert "random-1" not in studyreport.extra_oracle_calls(golf, [], [])
+    assert "random-1" not in report.extra_oracle_calls(golf, [], [])
 
 
 def test_validation_force_error_comes_from_the_step_training_returned(tmp_path):
-    from golf.studyreport import with_validation_error
+    from golf.report import with_validation_error
 
     history = pd.DataFrame({
         "step": [100, 200, 300], "val_loss": [0.3, 0.1, 0.2], "val_force_mae_kcalmol_per_A": [9.0, 2.5, 4.0],

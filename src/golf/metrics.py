@@ -146,6 +146,14 @@ def model_sort_key(model: str) -> tuple:
     return (6, 0, model)
 
 
+def protocol_column(df: pd.DataFrame) -> pd.Series:
+    """The table's ``protocol`` column as str, "paper" where absent or empty."""
+    if "protocol" not in df.columns:
+        return pd.Series(PAPER_PROTOCOL, index=df.index, dtype=object)
+    p = df["protocol"]
+    return p.where(p.notna() & (p.astype(str) != ""), PAPER_PROTOCOL).astype(str)
+
+
 def group_columns(df: pd.DataFrame) -> list[str]:
     """The columns that name one evaluated model: protocol, model and, where present, seed."""
     return ["protocol", "model", *(["seed"] if "seed" in df.columns else [])]
@@ -181,8 +189,7 @@ def normalise(per_step: pd.DataFrame) -> pd.DataFrame:
         raise MetricsError(f"per_step lacks columns {missing}; required: {list(REQUIRED_COLUMNS)}")
     df = per_step.copy()
     df["model"] = df["model"].astype(str)
-    protocol = df["protocol"] if "protocol" in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
-    df["protocol"] = protocol.where(protocol.notna() & (protocol.astype(str) != ""), PAPER_PROTOCOL).astype(str)
+    df["protocol"] = protocol_column(df)
     if "seed" in df.columns:
         df["seed"] = pd.to_numeric(df["seed"], errors="raise")
     copies = []

@@ -1,17 +1,28 @@
-"""The study report: summary.md (the paper's Table 2 for this study), paired.csv and plots.
+"""The study report: summary.md (the paper's Table 2 for this study), paired.csv and the plots
+of :mod:`golf.plots`.
 
-Inputs are the tables of ``golf.metrics``: ``summarise`` (one row per protocol, model and seed),
-``step_metrics`` (one row per protocol, model, seed and step) and ``final_conformations`` (one row
-per protocol, model, seed and conformation at the final step). The paper protocol's rows come
-first; any other protocol (e.g. a step cap) is a second, labelled row set. Verdicts come from the
-paired comparisons of ``golf.stats``, never from two rates side by side. Plots use matplotlib's
-object API with the Agg canvas (no pyplot, no global backend switch), so the module is safe in
-headless workers and in tests.
+:func:`build_report` is the report rule's work: it reads every model's evaluation, computes the
+metrics and calls :func:`write_report`. Its contract with the evaluation (so the report can tell
+repeats and protocols apart):
+
+- per-step CSVs: the columns of ``golf.metrics``; optional ``protocol`` ("paper", or e.g.
+  "capped-0.02" for a step-capped row set; absent = "paper") and ``seed`` (absent = one seed).
+- evaluation label files: file attributes ``model`` and, optionally, ``protocol`` and ``seed``,
+  the same values as in the CSV rows, so final geometries (COV/MAT) match their rows.
+- the test-set file of :mod:`golf.evaluate`: its minima and which references did not converge.
+
+:func:`write_report`'s inputs are the tables of ``golf.metrics``: ``summarise`` (one row per
+protocol, model and seed), ``step_metrics`` (one row per protocol, model, seed and step) and
+``final_conformations`` (one row per protocol, model, seed and conformation at the final step).
+The paper protocol's rows come first; any other protocol (e.g. a step cap) is a second, labelled
+row set. Verdicts come from the paired comparisons of ``golf.stats``, never from two rates side
+by side.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -20,13 +31,25 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from golf import stats
-from golf.metrics import COV_DELTA, PAPER_PROTOCOL, SUCCESS_THRESHOLD_KCAL, model_sort_key
+from golf import data, evaluate, metrics, plots, stats
+from golf.data import Dataset
+from golf.metrics import COV_DELTA, PAPER_PROTOCOL, SUCCESS_THRESHOLD_KCAL, model_sort_key, protocol_column
 
-__all__ = ["PaperRow", "PAPER_TABLE2", "PAPER_README_TABLE2", "PLOTS", "ReportError", "paper_table", "write_report"]
+__all__ = [
+    "PaperRow",
+    "PAPER_TABLE2",
+    "PAPER_README_TABLE2",
+    "ReportError",
+    "paper_table",
+    "write_report",
+    "build_report",
+    "extra_oracle_calls",
+    "unconverged_references",
+    "with_validation_error",
+]
+
+log = logging.getLogger(__name__)
 
 
 class ReportError(Exception):
@@ -76,7 +99,6 @@ PAPER_README_TABLE2: tuple[PaperRow, ...] = (
     PaperRow("f_GOLF-10k", 99.4, 5.2, 2.4, 0.5, 77.3, 76.84, 0.355, 1e4),
 )
 
-PLOTS = ("pct_vs_step", "eres_vs_step", "success_vs_oracle_calls", "nnp_error_vs_step", "pct_distribution")
 _SUMMARY_NEEDS = ("model", "pct_mean", "pct_std", "pct_div", "e_res_mean", "pct_success")
 _STEPS_NEEDS = ("model", "step", "pct_mean", "pct_div", "e_res_mean", "pct_success")
 _PAIRED_NEEDS = ("molecule_id", "conformer_id", "evaluated", "valid", "diverged", "success", "e_res_kcal", "pct")
@@ -122,11 +144,6 @@ def _md_table(frame: pd.DataFrame) -> list[str]:
     return cells.to_markdown(index=False, disable_numparse=True).splitlines()
 
 
-def _golf_round(model: str) -> int | None:
-    m = re.fullmatch(r"golf-(\d+)", model)
-    return int(m.group(1)) if m else None
-
-
 def _flatten(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(dotted key, value) pairs of nested settings (``pd.json_normalize``); values that are not
     strings as JSON. An empty nested mapping has no leaf and does not appear."""
@@ -136,15 +153,9 @@ def _flatten(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in flat.items()]
 
 
-def _protocol(df: pd.DataFrame) -> pd.Series:
-    if "protocol" not in df:
-        return pd.Series(PAPER_PROTOCOL, index=df.index)
-    return df["protocol"].where(df["protocol"].notna() & (df["protocol"].astype(str) != ""), PAPER_PROTOCOL).astype(str)
-
-
 def _protocols(*frames: pd.DataFrame) -> list[str]:
     """Every protocol in the tables, the paper's first."""
-    names = {p for f in frames for p in _protocol(f)}
+    names = {p for f in frames for p in protocol_column(f)}
     return sorted(names, key=lambda p: (p != PAPER_PROTOCOL, p))
 
 
@@ -309,7 +320,7 @@ def _unconverged_lines(unconverged: pd.DataFrame | None, n_converged: int | None
 
 def _findings(summary: pd.DataFrame, paired: pd.DataFrame, unconverged: pd.DataFrame | None) -> list[str]:
     out: list[str] = []
-    paper = summary[_protocol(summary) == PAPER_PROTOCOL]
+    paper = summary[protocol_column(summary) == PAPER_PROTOCOL]
     n = int(paper["n"].max()) if "n" in paper and paper["n"].notna().any() else None
     final = sorted({int(x) for x in paper["final_step"].dropna()}) if "final_step" in paper else []
     if n is not None:
@@ -330,7 +341,7 @@ def _findings(summary: pd.DataFrame, paired: pd.DataFrame, unconverged: pd.DataF
     if unconverged is not None and len(unconverged):
         out.append(f"{len(unconverged)} test conformation(s) have no converged reference and are not evaluated.")
     for protocol in _protocols(paired) if len(paired) else []:
-        rows = paired[(_protocol(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])]
+        rows = paired[(protocol_column(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])]
         where = "" if protocol == PAPER_PROTOCOL else f" [{protocol}, not the paper's protocol]"
         for _, r in rows.iterrows():  # the verdict's head; its numbers are in the paired section
             out.append(f"{r['comparison']}{where}: {r['verdict'].split(';')[0]}.")
@@ -359,247 +370,6 @@ def _findings(summary: pd.DataFrame, paired: pd.DataFrame, unconverged: pd.DataF
 
 
 # ----------------------------------------------------------------------------------------------
-# Plots
-# ----------------------------------------------------------------------------------------------
-
-
-def _styles(models: Sequence[str]) -> dict[str, dict]:
-    from matplotlib import colormaps
-
-    golf = sorted((m for m in models if _golf_round(m) is not None), key=_golf_round)
-    trajs = sorted((m for m in models if re.fullmatch(r"traj-\d+", m)), key=model_sort_key)
-    randoms = sorted((m for m in models if re.fullmatch(r"random-\d+", m)), key=model_sort_key)
-    others = [m for m in models if m not in golf and m not in trajs and m not in randoms]
-    styles: dict[str, dict] = {}
-    for i, m in enumerate(golf):
-        styles[m] = {"color": colormaps["Blues"](0.45 + 0.55 * (i + 1) / len(golf)), "marker": "o", "ls": "-"}
-    for i, m in enumerate(trajs):
-        styles[m] = {"color": colormaps["Oranges"](0.45 + 0.55 * (i + 1) / len(trajs)), "marker": "s", "ls": "--"}
-    for i, m in enumerate(randoms):
-        styles[m] = {"color": colormaps["Purples"](0.45 + 0.55 * (i + 1) / len(randoms)), "marker": "v", "ls": "-."}
-    fixed = {
-        "baseline": {"color": "black", "marker": "D", "ls": "-"},
-        "mmff": {"color": "tab:green", "marker": "^", "ls": ":"},
-        "oracle": {"color": "grey", "marker": "*", "ls": "-."},
-    }
-    cycle = colormaps["tab10"]
-    for i, m in enumerate(others):
-        styles[m] = fixed.get(m, {"color": cycle(i % 10), "marker": "x", "ls": "-"})
-    return styles
-
-
-def _save(fig: Figure, outdir: Path, name: str) -> list[Path]:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "svg"):
-        path = outdir / f"{name}.{ext}"
-        fig.savefig(path, dpi=150 if ext == "png" else None)
-        paths.append(path)
-    return paths
-
-
-def _plain_ticks(axis, ticks=None) -> None:
-    """Log/symlog axes: plain numbers, ticks at the evaluated steps when there are few of them."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
-
-    if ticks is not None and 0 < len(ticks) <= 12:
-        axis.set_major_locator(FixedLocator(sorted(ticks)))
-    axis.set_major_formatter(ScalarFormatter())
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _no_data(ax, what: str) -> None:
-    ax.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes, color="grey")
-
-
-def _ordered(models) -> list[str]:
-    return sorted({str(m) for m in models}, key=model_sort_key)
-
-
-def _step_lines(ax, steps: pd.DataFrame, column: str, styles: dict, *, logx: bool = False) -> bool:
-    drawn = False
-    for m in _ordered(steps["model"]):
-        d = steps[(steps["model"] == m) & steps[column].notna()].sort_values("step")
-        if logx:
-            d = d[d["step"] > 0]
-        if d.empty:
-            continue
-        st = styles[m]
-        ax.plot(d["step"], d[column], color=st["color"], ls=st["ls"], marker=st["marker"], ms=4, label=m)
-        drawn = True
-    return drawn
-
-
-def _plot_pct(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
-    fig = Figure(figsize=(9, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    for ax, col, label in ((ax1, "pct_mean", "mean pct (%)"), (ax2, "pct_div", "pct_div (%)")):
-        if _step_lines(ax, steps, col, styles):
-            ax.set_xscale("symlog", linthresh=1)
-            _plain_ticks(ax.xaxis, steps["step"].unique())
-            ax.legend(fontsize="small")
-        else:
-            _no_data(ax, col)
-        ax.set_xlabel("optimisation step t")
-        ax.set_ylabel(label)
-    ax1.axhline(100, color="grey", lw=0.8, ls=":")
-    ax1.set_title("Energy drop reached (non-diverged)")
-    ax2.set_title("Diverged: E(s_t) > E(s_0) or no DFT energy")
-    return _save(fig, outdir, "pct_vs_step")
-
-
-def _plot_eres(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
-    fig = Figure(figsize=(9, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    for ax, col, label in ((ax1, "e_res_mean", "mean E_res (kcal/mol)"), (ax2, "pct_success", "pct_success (%)")):
-        if _step_lines(ax, steps, col, styles):
-            ax.set_xscale("symlog", linthresh=1)
-            _plain_ticks(ax.xaxis, steps["step"].unique())
-            ax.legend(fontsize="small")
-        else:
-            _no_data(ax, col)
-        ax.set_xlabel("optimisation step t")
-        ax.set_ylabel(label)
-    ax1.set_yscale("symlog", linthresh=1)
-    _plain_ticks(ax1.yaxis)
-    ax1.axhline(SUCCESS_THRESHOLD_KCAL, color="grey", lw=0.8, ls=":")
-    ax1.set_title("Residual energy (non-diverged)")
-    ax2.set_title(f"E_res < {SUCCESS_THRESHOLD_KCAL:g} kcal/mol")
-    return _save(fig, outdir, "eres_vs_step")
-
-
-def _bar(row) -> tuple[float, float]:
-    """Error bar lengths (below, above) from the view's bar_low/bar_high; 0 where unknown."""
-    y, lo, hi = row["pct_success"], row.get("bar_low", np.nan), row.get("bar_high", np.nan)
-    return (float(y - lo) if pd.notna(lo) else 0.0, float(hi - y) if pd.notna(hi) else 0.0)
-
-
-def _plot_success_calls(summary: pd.DataFrame, styles, outdir: Path) -> list[Path]:
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.subplots()
-    s = summary.set_index("model", drop=False)
-    calls = s["extra_oracle_calls"] if "extra_oracle_calls" in s else pd.Series(np.nan, index=s.index)
-    drawn = False
-    # GOLF learning curve: baseline (round 0, no extra calls) then every round in order.
-    curve = (["baseline"] if "baseline" in s.index else []) + sorted(
-        (m for m in s.index if _golf_round(m) is not None), key=_golf_round
-    )
-    x = [0.0 if m == "baseline" and pd.isna(calls[m]) else calls[m] for m in curve]
-    pts = [(xi, s.loc[m, "pct_success"], m) for xi, m in zip(x, curve, strict=True)]
-    pts = [p for p in pts if pd.notna(p[0]) and pd.notna(p[1])]
-    bars = {m: _bar(s.loc[m]) for m in s.index}
-    if len(pts) > 1 or (pts and pts[0][2] != "baseline"):
-        ax.errorbar(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            yerr=np.array([bars[p[2]] for p in pts]).T,
-            color="tab:blue",
-            marker="o",
-            capsize=3,
-            label="GOLF rounds",
-        )
-        drawn = True
-    for xi, yi, m in pts:
-        ax.annotate(m, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
-    if "baseline" in s.index and pd.notna(s.loc["baseline", "pct_success"]):
-        ax.plot([0.0], [s.loc["baseline", "pct_success"]], "D", color="black", label="baseline")
-        drawn = True
-    for m in s.index:
-        if m in curve or m == "oracle" or pd.isna(s.loc[m, "pct_success"]):
-            continue
-        xm = calls[m] if pd.notna(calls[m]) else (0.0 if m == "mmff" else np.nan)
-        if pd.isna(xm):
-            continue
-        st = styles[m]
-        ax.errorbar(
-            [xm], [s.loc[m, "pct_success"]], yerr=np.array([bars[m]]).T, marker=st["marker"], color=st["color"], ms=8,
-            ls="none",
-            capsize=3, label=m,
-        )  # fmt: skip
-        ax.annotate(m, (xm, s.loc[m, "pct_success"]), textcoords="offset points", xytext=(4, -10), fontsize="x-small")
-        drawn = True
-    if drawn:
-        ax.legend(fontsize="small")
-    else:
-        _no_data(ax, "pct_success / oracle-call data")
-    ax.set_xlabel("extra oracle (DFT) calls beyond D0")
-    ax.set_ylabel(f"pct_success (%): E_res < {SUCCESS_THRESHOLD_KCAL:g} kcal/mol")
-    label = s["bar_label"].iloc[0] if "bar_label" in s and len(s) else "95 % Wilson interval"
-    ax.set_title(f"Success vs oracle budget (bars: {label})")
-    return _save(fig, outdir, "success_vs_oracle_calls")
-
-
-def _plot_nnp_error(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
-    fig = Figure(figsize=(9, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    panels = (
-        (ax1, "e_err", "|E_NNP - E_DFT| (kcal/mol)", "Energy error"),
-        (ax2, "f_err", "force error (Ha/Å)", "Force error"),
-    )
-    for ax, prefix, ylabel, title in panels:
-        drawn = False
-        needed = [f"{prefix}_median", f"{prefix}_p10", f"{prefix}_p90"]
-        if all(c in steps for c in needed):
-            for m in _ordered(steps["model"]):
-                d = steps[(steps["model"] == m) & (steps["step"] > 0)].sort_values("step")
-                d = d[d[f"{prefix}_median"] > 0]  # log axes: step 0 and exact zeros cannot be drawn
-                if d.empty:
-                    continue  # non-neural models (mmff, oracle) have no NNP error
-                st = styles[m]
-                ax.plot(d["step"], d[f"{prefix}_median"], color=st["color"], ls=st["ls"], marker=st["marker"], ms=4)
-                lo = d[f"{prefix}_p10"].clip(lower=d[f"{prefix}_median"].min() * 1e-3)
-                ax.fill_between(d["step"], lo, d[f"{prefix}_p90"], color=st["color"], alpha=0.15, lw=0)
-                ax.lines[-1].set_label(m)
-                drawn = True
-        if drawn:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _plain_ticks(ax.xaxis, [t for t in steps["step"].unique() if t > 0])
-            ax.legend(fontsize="small")
-        else:
-            _no_data(ax, "NNP error data")
-        ax.set_xlabel("optimisation step t")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}: median, 10-90 % band")
-    return _save(fig, outdir, "nnp_error_vs_step")
-
-
-def _plot_distribution(final: pd.DataFrame, styles, outdir: Path) -> list[Path]:
-    fig = Figure(figsize=(max(5.0, 1.1 * final["model"].nunique() + 2), 4.5))
-    ax = fig.subplots()
-    models = _ordered(final["model"]) if len(final) else []
-    data, labels = [], []
-    for m in models:
-        d = final[final["model"] == m]
-        valid = d["valid"].astype(bool) if "valid" in d else d["pct"].notna()
-        div = d["diverged"].astype(bool) if "diverged" in d else pd.Series(False, index=d.index)
-        vals = d.loc[valid & ~div, "pct"].dropna().to_numpy(dtype=np.float64)
-        data.append(vals)
-        labels.append(f"{m}\nn={len(vals)}, div={int((valid & div).sum())}, fail={int((~valid).sum())}")
-    pos = np.arange(1, len(models) + 1)
-    kde_ok = [i for i, v in enumerate(data) if len(v) >= 2 and np.ptp(v) > 0]  # a KDE needs spread
-    if kde_ok:
-        parts = ax.violinplot([data[i] for i in kde_ok], positions=pos[kde_ok], showmedians=True, widths=0.8)
-        for key in ("cmedians", "cmins", "cmaxes", "cbars"):
-            parts[key].set_color("dimgrey")
-        for body, i in zip(parts["bodies"], kde_ok, strict=True):
-            body.set_facecolor(styles[models[i]]["color"])
-            body.set_alpha(0.5)
-    rng = np.random.default_rng(0)
-    for i, v in enumerate(data):
-        if len(v):
-            ax.scatter(pos[i] + rng.uniform(-0.08, 0.08, len(v)), v, s=6, color=styles[models[i]]["color"], zorder=3)
-    if not any(len(v) for v in data):
-        _no_data(ax, "final pct values")
-    ax.set_xticks(pos, labels, fontsize="x-small")
-    ax.axhline(100, color="grey", lw=0.8, ls=":")
-    ax.set_ylabel("pct at the final step (%)")
-    ax.set_title("Distribution of final pct (non-diverged conformations)")
-    return _save(fig, outdir, "pct_distribution")
-
-
-# ----------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------
 
@@ -612,33 +382,11 @@ def _require(df: pd.DataFrame, needs: Sequence[str], what: str) -> None:
         raise ReportError(f"{what} lacks columns {missing}")
 
 
-def _plot_view(summary: pd.DataFrame, steps: pd.DataFrame, final: pd.DataFrame):
-    """The paper protocol's rows for the plots: seed means per model (step), and for the success
-    plot's bars the seeds' min-max, or the 95 % Wilson interval with a single seed."""
-    summary = summary[_protocol(summary) == PAPER_PROTOCOL]
-    steps = steps[_protocol(steps) == PAPER_PROTOCOL]
-    final = final[_protocol(final) == PAPER_PROTOCOL]
-    if "seed" in steps:
-        steps = steps.groupby(["model", "step"], as_index=False, sort=False).mean(numeric_only=True)
-    if "seed" in summary and summary["seed"].nunique() > 1:
-        g = summary.groupby("model", sort=False)
-        view = g.mean(numeric_only=True)
-        view["bar_low"] = g["pct_success"].min()
-        view["bar_high"] = g["pct_success"].max()
-        view["bar_label"] = "min–max over seeds"
-        summary = view.reset_index()
-    else:
-        summary = summary.assign(
-            bar_low=summary.get("pct_success_low", np.nan),
-            bar_high=summary.get("pct_success_high", np.nan),
-            bar_label="95 % Wilson interval",
-        )
-    return summary, steps, final
-
-
 def _section(protocol: str, summary: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
-    s = summary[_protocol(summary) == protocol]
-    p = paired[(_protocol(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])] if len(paired) else paired
+    s = summary[protocol_column(summary) == protocol]
+    p = paired
+    if len(paired):
+        p = paired[(protocol_column(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])]
     title = "This study: the paper's protocol" if protocol == PAPER_PROTOCOL else f"Second row set: {protocol}"
     lines = [f"## {title}", "", f"Every NNP row optimised with {_describe_protocol(protocol)}.", ""]
     lines += _results_table(s)
@@ -693,15 +441,9 @@ def _summary_lines(
     lines += ["", "## What this shows", ""]
     lines += [f"- {s}" for s in _findings(summary, paired, unconverged)]
     lines += ["", "## Plots (paper protocol)", ""]
-    captions = {
-        "pct_vs_step": "Mean pct and pct_div along the optimisation",
-        "eres_vs_step": "Mean E_res and pct_success along the optimisation",
-        "success_vs_oracle_calls": "pct_success against extra oracle calls: GOLF rounds as a learning curve",
-        "nnp_error_vs_step": "NNP energy and force error along its own trajectory (paper Fig. 1)",
-        "pct_distribution": "Final pct per model (paper Fig. 2)",
-    }
-    for name in PLOTS:
-        lines += [f"![{captions[name]}]({name}.png)", "", f"*{captions[name]}* ([SVG]({name}.svg))", ""]
+    for name in plots.PLOTS:
+        caption = plots.CAPTIONS[name]
+        lines += [f"![{caption}]({name}.png)", "", f"*{caption}* ([SVG]({name}.svg))", ""]
     return lines
 
 
@@ -733,7 +475,7 @@ def write_report(
     _require(per_conformation_final, ("model", "pct"), "per_conformation_final")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    summary = summary.assign(model=summary["model"].astype(str), protocol=_protocol(summary))
+    summary = summary.assign(model=summary["model"].astype(str), protocol=protocol_column(summary))
     summary = summary.iloc[
         sorted(
             range(len(summary)),
@@ -750,16 +492,168 @@ def write_report(
         paired = stats.paired_comparisons(final, calls)
     else:
         paired = pd.DataFrame(columns=list(stats.PAIRED_COLUMNS))
-    styles = _styles(_ordered(list(summary["model"]) + list(steps["model"]) + list(final["model"])))
 
     md = outdir / "summary.md"
     md.write_text("\n".join(_summary_lines(summary, paired, settings or {}, unconverged)) + "\n", encoding="utf-8")
     paired.to_csv(outdir / "paired.csv", index=False)
-    written = [md, outdir / "paired.csv"]
-    plot_summary, plot_steps, plot_final = _plot_view(summary, steps, final)
-    written += _plot_pct(plot_steps, styles, outdir)
-    written += _plot_eres(plot_steps, styles, outdir)
-    written += _plot_success_calls(plot_summary, styles, outdir)
-    written += _plot_nnp_error(plot_steps, styles, outdir)
-    written += _plot_distribution(plot_final, styles, outdir)
-    return written
+    return [md, outdir / "paired.csv", *plots.write_plots(summary, steps, final, outdir)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The report rule: reading the study's files
+# ----------------------------------------------------------------------------------------------
+
+
+def extra_oracle_calls(round_labels, traj, traj_models, random_labels=()) -> dict[str, float]:
+    """Extra oracle calls (labels added beyond D0) behind each model: GOLF round r used the
+    labels of rounds 1..r, the random control's random-r its own rounds 1..r, traj-{k} its k
+    trajectory frames."""
+    from golf.oracle_optimize import extra_frames
+
+    calls = {"oracle": float("nan"), "mmff": 0, "baseline": 0}
+    for prefix, paths in (("golf", round_labels), ("random", random_labels)):
+        total = 0
+        for r, path in enumerate(paths, start=1):
+            total += sum(c.labelled for c in data.read(path))
+            calls[f"{prefix}-{r}"] = total
+    for path in traj:
+        n_frames = len(extra_frames(data.read(path)))
+        calls |= {name: n_frames for name in traj_models}
+    return calls
+
+
+def validation_force_error(metrics_csv) -> float:
+    """A model's force MAE (kcal/mol/A) on training's held-out validation conformations, at the
+    step training returned (the lowest validation loss; golf.train)."""
+    history = pd.read_csv(metrics_csv).dropna(subset=["val_loss"])
+    if not len(history):
+        return float("nan")
+    return float(history.loc[history["val_loss"].idxmin(), "val_force_mae_kcalmol_per_A"])
+
+
+def with_validation_error(summary: pd.DataFrame, model_metrics) -> pd.DataFrame:
+    """``summary`` with column ``val_force_mae`` from each model's training metrics CSV
+    (``.../seed-<s>/models/<model>.metrics.csv``, or ``.../models/<model>.metrics.csv`` with one
+    seed); NaN for models without one (MMFF, the oracle, an imported baseline)."""
+    import re
+
+    rows = []
+    for path in model_metrics:
+        path = Path(path)
+        seed = re.search(r"seed-(\d+)", str(path))
+        rows.append({
+            "model": path.name.removesuffix(".metrics.csv"),
+            "seed_key": float(seed.group(1)) if seed else None,
+            "val_force_mae": validation_force_error(path),
+        })  # fmt: skip
+    summary = summary.copy()
+    errors = {(r["model"], r["seed_key"]): r["val_force_mae"] for r in rows}
+    seeds = summary["seed"] if "seed" in summary else pd.Series(np.nan, index=summary.index)
+    summary["val_force_mae"] = [
+        errors.get((m, metrics.seed_key(s)), np.nan) for m, s in zip(summary["model"], seeds, strict=True)
+    ]
+    return summary
+
+
+_END_REASON = {"step_limit": "stopped at the step limit", "failed": "oracle failure"}
+
+
+def unconverged_references(test_set: Dataset) -> pd.DataFrame:
+    """Test conformations whose reference optimisation gives no minimum: one row each with
+    molecule_id, conformer_id, smiles, name, the reason and the number of frames.
+
+    ``evaluate.evaluable`` leaves them out of every evaluation (a non-minimum reference would
+    make pct too high and E_res too small); this lists them so the report can say which.
+    """
+    rows = []
+    for c in test_set:
+        if not c.labelled:
+            reason = f"start not labelled ({c.status})"
+        elif c.props["end"] != "converged":
+            reason = _END_REASON.get(c.props["end"], f"ended {c.props['end']}")
+        else:
+            continue
+        mol = test_set.molecules[c.molecule_id]
+        rows.append(
+            {
+                "molecule_id": c.molecule_id,
+                "conformer_id": c.conformer_id,
+                "smiles": mol.smiles,
+                "name": mol.name,
+                "reason": reason,
+                "frames": c.props.get("reference_frames", -1),
+            }
+        )
+    return pd.DataFrame(rows, columns=["molecule_id", "conformer_id", "smiles", "name", "reason", "frames"])
+
+
+def _group_of(frames: Dataset) -> tuple[str, str, float | None]:
+    """(protocol, model, seed) of an evaluation label file, from its attributes."""
+    seed = frames.attrs.get("seed")
+    protocol = frames.attrs.get("protocol") or metrics.PAPER_PROTOCOL
+    return str(protocol), str(frames.attrs["model"]), None if seed is None or pd.isna(seed) else float(seed)
+
+
+def build_report(
+    per_step_csvs,
+    eval_labels,
+    round_labels,
+    traj,
+    test_set,
+    evaluation: dict,
+    settings: dict,
+    outdir,
+    random_labels=(),
+    model_metrics=(),
+) -> None:
+    """summary.md, summary.csv, steps.csv, paired.csv, unconverged_references.csv and the plots
+    in ``outdir``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    final_step = evaluation["timelimit"]
+    all_rows = data.read(test_set)
+    rows = evaluate.evaluable(all_rows)
+    unconverged = unconverged_references(all_rows)
+    per_step = pd.concat(
+        [pd.read_csv(path) for path in per_step_csvs] + [evaluate.oracle_table(rows, final_step)],
+        ignore_index=True,
+    )
+    final_geoms = {}
+    for path in eval_labels:
+        frames = data.read(path)
+        group = _group_of(frames)
+        for c in frames:
+            if c.props["step"] == final_step and c.labelled:
+                final_geoms[(*group, c.molecule_id, c.conformer_id)] = (frames.smiles(c), c.coordinates)
+    # Minima read from a test file have energies only (no opt_coordinates): no COV/MAT for them.
+    reference_geoms = {
+        (c.molecule_id, c.conformer_id): (rows.smiles(c), c.props["opt_coordinates"])
+        for c in rows
+        if "opt_coordinates" in c.props and np.isfinite(c.props["opt_coordinates"]).all()
+    }
+    for (mid, cid), geom in reference_geoms.items():
+        final_geoms[("oracle", mid, cid)] = geom  # every protocol: the oracle's rows do not depend on it
+
+    traj_models = [m for m in per_step["model"].unique() if m.startswith("traj-")]
+    extra_calls = extra_oracle_calls(round_labels, traj, traj_models, random_labels)
+
+    # All atoms, not heavy atoms: the default study's molecules have 2-7 heavy atoms, where a
+    # heavy-atom RMSD hardly distinguishes conformers (RDKit's GetBestRMS handles H symmetry).
+    summary = metrics.summarise(
+        per_step,
+        final_geoms,
+        reference_geoms,
+        final_step=final_step,
+        extra_oracle_calls=extra_calls,
+        delta=evaluation["cov_delta"],
+        heavy_atoms=False,
+    )
+    steps = metrics.step_metrics(per_step)
+    finals = metrics.final_conformations(per_step, final_step)
+    summary = with_validation_error(summary, model_metrics)
+    summary.to_csv(outdir / "summary.csv", index=False)
+    steps.to_csv(outdir / "steps.csv", index=False)
+    unconverged.to_csv(outdir / "unconverged_references.csv", index=False)
+    if len(unconverged):
+        log.warning("%d test conformations have no converged reference (listed in the report)", len(unconverged))
+    write_report(summary, steps, finals, outdir, settings, unconverged=unconverged)

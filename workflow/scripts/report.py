@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from golf.studyreport import build_report
+from golf.report import build_report
 from golf.workflow import log_to
 
 log_to(snakemake.log[0])
