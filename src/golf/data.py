@@ -73,7 +73,7 @@ STATUSES = (
     "skipped_repaired",  # GOLF selection: close atoms were pushed apart
     "skipped_nonfinite",  # non-finite positions or energies
     "converged",  # optimisation: converged by the force criterion
-    "running",  # optimisation: stopped at the step limit or still running
+    "running",  # optimisation: a trajectory still in flight (a finished one ends converged, step_limit, ...)
     "skipped_no_mmff",  # RDKit MMFF has no parameters for the molecule
     "step_limit",  # optimisation: ran its steps without converging
     "broken",  # optimisation: the bond graph differs from the input's (golf.optimize.bond_change)

@@ -103,10 +103,11 @@ def _step_lines(ax, steps: pd.DataFrame, column: str, styles: dict, *, logx: boo
     return drawn
 
 
-def _plot_pct(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
+def _step_panels(steps: pd.DataFrame, styles, panels) -> tuple[Figure, tuple]:
+    """Two panels side by side, one metric each along the step (symlog x): ((column, y label), ...)."""
     fig = Figure(figsize=(9, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    for ax, col, label in ((ax1, "pct_mean", "mean pct (%)"), (ax2, "pct_div", "pct_div (%)")):
+    axes = fig.subplots(1, 2)
+    for ax, (col, label) in zip(axes, panels, strict=True):
         if _step_lines(ax, steps, col, styles):
             ax.set_xscale("symlog", linthresh=1)
             _plain_ticks(ax.xaxis, steps["step"].unique())
@@ -115,6 +116,11 @@ def _plot_pct(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
             _no_data(ax, col)
         ax.set_xlabel("optimisation step t")
         ax.set_ylabel(label)
+    return fig, axes
+
+
+def _plot_pct(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
+    fig, (ax1, ax2) = _step_panels(steps, styles, (("pct_mean", "mean pct (%)"), ("pct_div", "pct_div (%)")))
     ax1.axhline(100, color="grey", lw=0.8, ls=":")
     ax1.set_title("Energy drop reached (non-diverged)")
     ax2.set_title("Diverged: E(s_t) > E(s_0) or no DFT energy")
@@ -122,17 +128,8 @@ def _plot_pct(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
 
 
 def _plot_eres(steps: pd.DataFrame, styles, outdir: Path) -> list[Path]:
-    fig = Figure(figsize=(9, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    for ax, col, label in ((ax1, "e_res_mean", "mean E_res (kcal/mol)"), (ax2, "pct_success", "pct_success (%)")):
-        if _step_lines(ax, steps, col, styles):
-            ax.set_xscale("symlog", linthresh=1)
-            _plain_ticks(ax.xaxis, steps["step"].unique())
-            ax.legend(fontsize="small")
-        else:
-            _no_data(ax, col)
-        ax.set_xlabel("optimisation step t")
-        ax.set_ylabel(label)
+    panels = (("e_res_mean", "mean E_res (kcal/mol)"), ("pct_success", "pct_success (%)"))
+    fig, (ax1, ax2) = _step_panels(steps, styles, panels)
     ax1.set_yscale("symlog", linthresh=1)
     _plain_ticks(ax1.yaxis)
     ax1.axhline(SUCCESS_THRESHOLD_KCAL, color="grey", lw=0.8, ls=":")
