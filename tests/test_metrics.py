@@ -265,12 +265,6 @@ def test_coverage_matching_hand_made_set():
     # a larger delta covers ref1 too
     assert metrics.coverage_matching(finals, refs, delta=r01 + 0.01).cov == pytest.approx(200.0 / 3)
 
-    by_model = metrics.coverage_matching_by_model(
-        {("m", 1, 0): ("CCO", ref1), ("m", 1, 1): ("CCO", ref0), ("n", 1, 0): ("CCO", ref1)}, refs
-    )
-    assert by_model["m"].cov == pytest.approx(200.0 / 3) and by_model["m"].mat == pytest.approx(0.0, abs=1e-5)
-    assert by_model["n"].cov == pytest.approx(100.0 / 3) and by_model["n"].mat == pytest.approx(r01 / 2, abs=1e-5)
-
 
 def test_summarise(per_step):
     ref = _embed("CCO")

@@ -68,7 +68,6 @@ __all__ = [
     "step_metrics",
     "best_rmsd",
     "coverage_matching",
-    "coverage_matching_by_model",
     "summarise",
 ]
 
@@ -584,16 +583,6 @@ def _by_model(final_geoms) -> dict:
                 f"(protocol, model, seed, molecule_id, conformer_id), got {key!r}"
             )
     return per_model
-
-
-def coverage_matching_by_model(
-    final_geoms, reference_geoms, delta: float = COV_DELTA, *, heavy_atoms: bool = True
-) -> dict[str, CovMat]:
-    """``coverage_matching`` for every model of {(model, molecule_id, conformer_id): (smiles, coords)}."""
-    return {
-        m: coverage_matching(g, reference_geoms, delta, heavy_atoms=heavy_atoms)
-        for m, g in _by_model(final_geoms).items()
-    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -55,7 +55,6 @@ __all__ = [
     "LabelCache",
     "Oracle",
     "find_psi4_python",
-    "label_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -473,14 +472,3 @@ def _describe(job: _Job) -> str:
     from golf.data import formula
 
     return f"{formula(job.species)} (charge {job.charge}, multiplicity {job.multiplicity})"
-
-
-def label_dataset(dataset: Dataset, settings: OracleSettings, progress: bool = True) -> Dataset:
-    """Label a dataset with a fresh :class:`Oracle` (workers started and stopped here)."""
-    with Oracle(settings) as oracle:
-        result = oracle.label(dataset, progress=progress)
-        log.info(
-            "oracle: %d Psi4 calls, %d cache hits, %d remembered failures, %s",
-            oracle.calls, oracle.cache_hits, oracle.cached_failures, result.status_counts(),
-        )  # fmt: skip
-        return result
