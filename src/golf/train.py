@@ -284,7 +284,7 @@ class _Pools:
 
 
 def _make_pools(model: NNP, d0: Dataset, new: Dataset | None, settings: TrainSettings, device) -> _Pools:
-    """Labelled conformations into device pools, the validation molecules held out (by molecule)."""
+    """Labelled conformations into device pools, the validation keys held out: D0's marks, or drawn here."""
     d0_rows, new_rows = _usable(d0, "D0"), _usable(new, "new data")
     if "validation" in d0.attrs:  # the split D0 carries (mark_validation)
         by = d0.attrs["validation"]["by"]
