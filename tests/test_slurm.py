@@ -331,7 +331,7 @@ PROJECT_TARGET = "results/labels/d0.h5"  # compared label by label with the loca
 PROJECT_RULES = {  # every rule of the workflow that the tiny study runs
     "conformers", "label_chunk", "gather_labels", "train_baseline", "golf_optimize", "golf_select",
     "golf_train", "golf_round_stats", "oracle_optimize", "gather_optimisation", "train_traj",
-    "eval_optimize", "eval_table", "report", "random_select", "random_train",
+    "eval_optimize", "eval_table", "report", "random_select", "random_train", "d0", "test_set",
 }  # fmt: skip
 
 

@@ -648,22 +648,18 @@ class PaddedBatch(NamedTuple):
 def padded_batch(conformers: Sequence[Conformer]) -> PaddedBatch:
     """Pad a list of :class:`golf.data.Conformer` into CPU tensors (see :class:`PaddedBatch`),
     with TorchANI's padding (``torchani.utils.pad_atomic_properties``)."""
-    if not conformers:
-        empty = torch.zeros((0, 0), dtype=torch.int64)
-        return PaddedBatch(
-            empty, torch.zeros((0, 0, 3)), torch.zeros(0), torch.zeros((0, 0, 3)), torch.zeros(0, dtype=torch.int64)
-        )
-    rows = [
-        {
-            "species": torch.from_numpy(c.species)[None],
-            "coordinates": torch.from_numpy(c.coordinates)[None],
-            "forces": torch.full((1, len(c.species), 3), torch.nan)
-            if c.forces is None
-            else torch.from_numpy(c.forces)[None],
-            "energies": torch.tensor([c.energy], dtype=torch.float64),
-        }
-        for c in conformers
-    ]
-    padded = pad_atomic_properties(rows)  # species -1, coordinates and forces 0 on padding
     n_atoms = torch.tensor([len(c.species) for c in conformers], dtype=torch.int64)
+    if not conformers:
+        no_atoms = torch.zeros((0, 0, 3), dtype=torch.float64)
+        return PaddedBatch(n_atoms.reshape(0, 0), no_atoms, torch.zeros(0, dtype=torch.float64), no_atoms, n_atoms)
+    rows = []
+    for c in conformers:
+        forces = np.full(c.coordinates.shape, np.nan) if c.forces is None else c.forces
+        rows.append({  # copies: arrays read from a file are read-only views
+            "species": torch.tensor(c.species)[None],
+            "coordinates": torch.tensor(c.coordinates)[None],
+            "forces": torch.tensor(forces)[None],
+            "energies": torch.tensor([c.energy], dtype=torch.float64),
+        })  # fmt: skip
+    padded = pad_atomic_properties(rows)  # species -1, coordinates and forces 0 on padding
     return PaddedBatch(padded["species"], padded["coordinates"], padded["energies"], padded["forces"], n_atoms)
