@@ -430,13 +430,13 @@ def write(path: str | os.PathLike, dataset: Dataset) -> None:
             for k, (kind, _) in kinds.items()
             if kind == "name"
         }
+        codes = {k: {n: i for i, n in enumerate(v)} | {None: -1} for k, v in names.items()}
         with h5py.File(tmp, "w") as f:
             for name, arrays in groups:
                 g = f.create_group(name)
                 for key, value in arrays.items():
-                    if key in names:
-                        code = {n: i for i, n in enumerate(names[key])}
-                        value = np.fromiter((-1 if v is None else code[v] for v in value), np.int64, len(value))
+                    if key in codes:
+                        value = np.fromiter((codes[key][v] for v in value), np.int64, len(value))
                     g[key] = value
             f.attrs["golf_format"] = 1
             f.attrs["units"] = json.dumps(UNITS)
