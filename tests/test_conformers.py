@@ -157,9 +157,13 @@ def test_split_by_conformer_tests_new_conformers_of_every_molecule():
         assert ds.molecules[n + mid].split == "test" and ds.molecules[mid].split == "train"
         assert (ds.molecules[n + mid].smiles, ds.molecules[n + mid].name) == (smiles[mid], f"m{mid}")
     for t in test:  # none of them repeats a training conformer: aligned all-atom RMSD >= 0.3 A
-        for c in (c for c in train if c.molecule_id == t.molecule_id - n):
-            a, b = (_with_coordinates(smiles[c.molecule_id], x) for x in (t.coordinates, c.coordinates))
-            assert rdMolAlign.AlignMol(a, b) >= 0.3
+        nearest = min(
+            _best_rms(smiles[t.molecule_id - n], t.coordinates, c.coordinates)
+            for c in train
+            if c.molecule_id == t.molecule_id - n
+        )
+        assert nearest >= 0.3
+        assert t.props["train_rmsd"] == pytest.approx(nearest, abs=1e-6)
     # the training conformers are exactly those of a split by molecule without test molecules
     same = generate_conformers(specs, **(kw | {"test_fraction": 0.0}))
     for a, b in zip(train, same.split("train"), strict=True):
@@ -174,7 +178,18 @@ def test_noise_gives_rigid_molecules_their_share_of_distorted_conformers():
     plain = generate_conformers(specs, split="conformer", **kw)
     noisy = generate_conformers(specs, split="conformer", noise=0.05, **kw)
     assert sum(c.molecule_id == 0 for c in plain) < 4  # ETKDG finds fewer distinct formaldehydes
-    assert [sum(c.molecule_id == m for c in noisy) for m in (0, 1, 2, 3)] == [4, 4, 2, 2]
+    # formaldehyde: 4 distorted copies of its one conformer, and no test conformer (a noisy copy
+    # of a training conformer is not new); ethanol's test conformers come from other conformers
+    assert [sum(c.molecule_id == m for c in noisy) for m in (0, 1, 2)] == [4, 4, 0]
+    assert 1 <= sum(c.molecule_id == 3 for c in noisy) <= 2
+    assert [s["name"] for s in noisy.attrs["test_shortfall"]] == ["formaldehyde"] + (
+        ["ethanol"] if sum(c.molecule_id == 3 for c in noisy) < 2 else []
+    )
+    for t in noisy.split("test"):  # new after the noise, too
+        nearest = min(
+            _best_rms("CCO", t.coordinates, c.coordinates) for c in noisy.split("train") if c.molecule_id == 1
+        )
+        assert nearest >= 0.3 and t.props["train_rmsd"] == pytest.approx(nearest, abs=1e-6)
     again = generate_conformers(specs, split="conformer", noise=0.05, **kw)
     for a, b in zip(noisy, again, strict=True):  # seeded
         np.testing.assert_array_equal(a.coordinates, b.coordinates)
@@ -222,3 +237,26 @@ def test_every_integer_seed_gives_distinct_reproducible_conformers(seed):
     assert len(a) >= 2
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_the_written_test_set_holds_only_new_conformers(tmp_path):
+    """Issue 19: every test conformation of the file is at least rmsd_threshold (all atoms, best
+    superposition, after the noise) from every training conformation of its molecule, and says so."""
+    from golf import data
+
+    smiles = ["CCCO", "OCCO", "C=O", "CC(N)=O"]
+    specs = [_spec(s, f"m{i}") for i, s in enumerate(smiles)]
+    ds = generate_conformers(
+        specs, elements=HCNO, per_molecule=6, test_per_molecule=3, test_fraction=0.0, attempts=30, seed=5,
+        split="conformer", noise=0.05, rmsd_threshold=0.3,
+    )  # fmt: skip
+    data.write(tmp_path / "conformers.h5", ds)
+    written = data.read(tmp_path / "conformers.h5")
+    train, test = written.split("train"), written.split("test")
+    assert len(test) >= 3 and len(train) == 24
+    for t in test:
+        own = [c for c in train if written.smiles(c) == written.smiles(t)]
+        nearest = min(_best_rms(written.smiles(t), t.coordinates, c.coordinates) for c in own)
+        assert nearest >= 0.3
+        assert t.props["train_rmsd"] == pytest.approx(nearest, abs=1e-6)
+    assert "m2" in {s["name"] for s in written.attrs["test_shortfall"]}  # formaldehyde is rigid

@@ -126,6 +126,26 @@ def _distorted(coords: list[np.ndarray], n: int, sigma: float, rng: np.random.Ge
     return [coords[i % len(coords)] + rng.normal(0.0, sigma, coords[i % len(coords)].shape) for i in range(n)]
 
 
+def nearest_rmsd(smiles: str, probe: np.ndarray, references: list[np.ndarray]) -> float:
+    """All-atom RMSD (Angstrom, best superposition over symmetry-equivalent atom orders) from
+    ``probe`` to the nearest of ``references``, geometries of the molecule ``smiles`` in AddHs
+    atom order; inf without references."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolAlign
+    from rdkit.Geometry import Point3D
+
+    if not references:
+        return float("inf")
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))  # the graph gives GetBestRMS its symmetries
+    ids = []
+    for xyz in [probe, *references]:
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        for i, (x, y, z) in enumerate(np.asarray(xyz, dtype=float)):
+            conf.SetAtomPosition(i, Point3D(x, y, z))
+        ids.append(mol.AddConformer(conf, assignId=True))
+    return min(rdMolAlign.GetBestRMS(mol, mol, prbId=ids[0], refId=ref) for ref in ids[1:])
+
+
 def _test_molecules(mols: list, test_fraction: float, seed: int) -> set[int]:
     """Indices of the test molecules: a seeded random choice of about ``test_fraction`` of them,
     passing over a molecule whose element would then be missing from the training molecules (an
@@ -145,6 +165,44 @@ def _test_molecules(mols: list, test_fraction: float, seed: int) -> set[int]:
             test.add(i)
             train_count.subtract(elements[i])
     return test
+
+
+def _conformer_split(
+    smiles: str,
+    coords: list[np.ndarray],
+    per_molecule: int,
+    test_per_molecule: int,
+    noise: float,
+    rmsd_threshold: float,
+    rng: np.random.Generator,
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, float]]]:
+    """Training conformers and new test conformers of one molecule from its distinct ETKDG
+    conformers (``coords``, pairwise at least ``rmsd_threshold`` apart).
+
+    The last distinct conformers (up to ``test_per_molecule``, always leaving training its
+    share) are test bases and never a training base, so no test conformer is a noisy copy of a
+    training one (issue 19: one set of bases cycled for both made most "new" conformers near
+    copies). A test conformer is kept only if it is at least ``rmsd_threshold`` (all atoms, best
+    superposition) from every training conformer after the noise; it carries that distance. A
+    rigid molecule (one distinct conformer) gives no test conformer.
+    """
+    # With noise every training conformer is a distorted copy of a base, so one base is enough for
+    # training and the rest can be test bases; without noise each training conformer is a distinct
+    # ETKDG conformer, so training keeps its per_molecule first and the test gets what is left.
+    spare = len(coords) - 1 if noise > 0 else len(coords) - per_molecule
+    n_test = max(0, min(test_per_molecule, spare))
+    bases, test_bases = coords[: len(coords) - n_test], coords[len(coords) - n_test :]
+    if noise > 0:
+        train = _distorted(bases, per_molecule, noise, rng)
+        test_geometries = _distorted(test_bases, n_test, noise, rng)
+    else:
+        train, test_geometries = bases[:per_molecule], test_bases
+    test = []
+    for xyz in test_geometries:
+        distance = nearest_rmsd(smiles, xyz, train)
+        if distance >= rmsd_threshold:
+            test.append((xyz, distance))
+    return train, test
 
 
 def generate_conformers(
@@ -167,13 +225,18 @@ def generate_conformers(
     ``split="molecule"`` (the paper's): about ``test_fraction`` of the molecules are test
     molecules with ``test_per_molecule`` conformers each, the others train molecules with
     ``per_molecule``. ``split="conformer"``: every molecule has ``per_molecule`` train conformers
-    and up to ``test_per_molecule`` more, each at least ``rmsd_threshold`` from all of them, as
-    test conformers; those form a second molecule entry (id ``n + id``, split "test", same SMILES
-    and name), so the rest of the workflow sees the test set as test molecules either way.
+    and up to ``test_per_molecule`` test conformers made from distinct ETKDG conformers that no
+    training conformer is made from, each kept only if it is at least ``rmsd_threshold`` (all
+    atoms, best superposition, after any noise) from every training conformer of its molecule,
+    a distance it carries as property ``train_rmsd``. A molecule that cannot give that many gets
+    fewer or none (rigid molecules have one distinct conformer), and the dataset's
+    ``test_shortfall`` attribute lists them. The test conformers form a second molecule entry (id
+    ``n + id``, split "test", same SMILES and name), so the rest of the workflow sees the test
+    set as test molecules either way.
 
-    ``noise`` > 0 (Angstrom): every conformer is one of the molecule's distinct ETKDG conformers
-    plus seeded Gaussian noise of that standard deviation on each coordinate, cycling through
-    the distinct ones, so rigid molecules (one ETKDG conformer) get their share of distorted
+    ``noise`` > 0 (Angstrom): every conformer is a distinct ETKDG conformer plus seeded Gaussian
+    noise of that standard deviation on each coordinate; training conformers cycle through
+    their distinct bases, so rigid molecules (one ETKDG conformer) get their share of distorted
     geometries too (normal-mode-like sampling of the neighbourhood, as ANI's data sets do).
     """
     if split not in ("molecule", "conformer"):
@@ -198,6 +261,7 @@ def generate_conformers(
 
     dataset = Dataset()
     test_part = Dataset()
+    short: list[dict] = []  # split by conformer: molecules with fewer new test conformers than asked
     for mid, spec in enumerate(usable):
         role = "test" if mid in test_ids else "train"
         n_keep = test_per_molecule if role == "test" else per_molecule
@@ -206,21 +270,40 @@ def generate_conformers(
             species, coords, charge, multiplicity = embed(
                 spec.smiles, n_embed, attempts, seed, mmff_relax, rmsd_threshold
             )
-            if noise > 0:
-                coords = _distorted(coords, n_embed, noise, np.random.default_rng([_rdkit_seed(seed), mid]))
         except (ValueError, RuntimeError) as err:
             skipped.append({"name": spec.name, "smiles": spec.smiles, "reason": str(err)})
             continue
+        rng = np.random.default_rng([_rdkit_seed(seed), mid])
+        if by_conformer:
+            train, test = _conformer_split(
+                spec.smiles, coords, per_molecule, test_per_molecule, noise, rmsd_threshold, rng
+            )
+            if len(test) < test_per_molecule:
+                short.append({"name": spec.name, "smiles": spec.smiles, "test_conformers": len(test)})
+        else:
+            train = _distorted(coords, n_embed, noise, rng) if noise > 0 else coords
+            test = []
         dataset.molecules[mid] = Molecule(mid, spec.smiles, spec.name, charge, multiplicity, role)
-        for cid, xyz in enumerate(coords[:n_keep]):
+        for cid, xyz in enumerate(train[:n_keep]):
             dataset.conformers.append(Conformer(mid, cid, species, xyz))
-        if by_conformer and coords[n_keep:]:
+        if test:
             tid = len(usable) + mid
             test_part.molecules[tid] = Molecule(tid, spec.smiles, spec.name, charge, multiplicity, "test")
-            for cid, xyz in enumerate(coords[n_keep:]):
-                test_part.conformers.append(Conformer(tid, cid, species, xyz))
+            for cid, (xyz, distance) in enumerate(test):
+                test_part.conformers.append(Conformer(tid, cid, species, xyz, props={"train_rmsd": distance}))
     dataset.molecules.update(test_part.molecules)
     dataset.conformers.extend(test_part.conformers)
+    if by_conformer:
+        dataset.attrs["test_shortfall"] = short
+        log.info(
+            "split by conformer: %d test conformations of %d molecules; %d molecules gave fewer than %d "
+            "(too few distinct conformers at least %.2f A from their training ones)",
+            len(test_part.conformers),
+            len(test_part.molecules),
+            len(short),
+            test_per_molecule,
+            rmsd_threshold,
+        )
 
     for item in skipped:
         log.warning("skipped %s (%s): %s", item["name"], item["smiles"], item["reason"])

@@ -146,13 +146,19 @@ class _Recorder:
                 energy=result.energy,
                 forces=result.forces,
                 status=result.status,
-                props={"traj": self.traj, "step": step, "end": "step_limit"},
+                props={"traj": self.traj, "step": step, "end": "step_limit"} | self._start_props(step),
             )
         )
         if not result.ok:
             log.warning("trajectory %d step %d: %s (%s)", self.traj, step, result.status, result.message)
             raise _Stop(result.status)
         return result
+
+    def _start_props(self, step: int) -> dict:
+        """The start's distance from training (a test conformation's ``train_rmsd``, see
+        golf.conformers) stays on frame 0, so the test set built from the references keeps it."""
+        value = self.conformer.props.get("train_rmsd") if step == 0 else None
+        return {} if value is None or not np.isfinite(value) else {"train_rmsd": float(value)}
 
     def finish(self, converged: bool) -> None:
         if self.frames and converged:
