@@ -25,9 +25,10 @@ BYO_TEST = config["data"]["test"]
 KNOWN_MINIMA = bool(BYO_TEST and config["data"]["test_minima"])
 
 # Seeds (study.seeds): one keeps the single-study layout (results/models/golf-1.pt, what users
-# and tests rely on); several put each seed's models, rounds, trajectory baseline and evaluations
-# under results/seed-{seed}/ (logs, benchmarks alike). Conformers, D0, the reference minima and
-# MMFF's evaluation do not depend on the seed and stay shared.
+# and tests rely on); several put each seed's D0 validation split (d0.h5), models, rounds,
+# trajectory baseline and evaluations under results/seed-{seed}/ (logs, benchmarks alike).
+# Conformers, D0's labels, the reference minima and MMFF's evaluation do not depend on the seed
+# and stay shared.
 SEEDS = config["study"]["seeds"]
 SEEDED = len(SEEDS) > 1
 
@@ -78,12 +79,16 @@ def nnp_gpus():
 
 
 RANDOM_CONTROL = config["control"]["random"]
+# trajeq-{k} (issue 19): traj-k's data trained exactly as GOLF trains (rules/traj.smk).
+TRAJ_EQUAL = config["traj"]["equal_training"]
 
 
 def model_names():
     names = ["baseline"] + [f"golf-{r}" for r in ROUNDS]
     if ROUNDS:
         names.append(f"traj-{TRAJ_K}")
+        if TRAJ_EQUAL:
+            names.append(f"trajeq-{TRAJ_K}")
     if RANDOM_CONTROL:
         names += [f"random-{r}" for r in ROUNDS]
     return names
@@ -178,9 +183,13 @@ def get_conformers(split):
     return "results/conformers.h5"
 
 
-def get_d0():
-    """D0 with its validation split, made by the d0 rule: what training and every start pool read."""
-    return "results/d0.h5"
+def get_d0(wildcards=None):
+    """D0 with its seed's validation split, made by the d0 rule: what training and every start
+    pool of that seed read. Without wildcards a pattern for a rule's input (with {seed} when
+    there are several seeds); with them (an input function) the job's own file."""
+    if wildcards is None:
+        return f"{RUN}/d0.h5"
+    return f"{run_dir(wildcards)}/d0.h5"
 
 
 def get_d0_source():
@@ -269,20 +278,23 @@ def get_traj_trajectories():
 
 
 def get_report_round_labels():
-    """The GOLF rounds' labels the report counts as extra oracle calls: the first seed's (every
-    seed spends the same budget; the report numbers rounds by their position in this list).
+    """The GOLF rounds' label files of every seed (flat, seed by seed, rounds in order): the
+    report's extra oracle calls and each arm's coverage (molecules and starts it added).
     """
-    first = f"results/seed-{SEEDS[0]}" if SEEDED else "results"
-    return [f"{first}/labels/round-{r}.h5" for r in ROUNDS]
+    return per_seed(f"{RUN}/labels/round-{{round}}.h5", round=ROUNDS)
 
 
 def get_report_random_labels():
-    """The random control's labels, counted like the GOLF rounds' (first seed; empty when the
+    """The random control's label files of every seed, like the GOLF rounds' (empty when the
     control is off)."""
-    if not config["control"]["random"]:
+    if not RANDOM_CONTROL:
         return []
-    first = f"results/seed-{SEEDS[0]}" if SEEDED else "results"
-    return [f"{first}/labels/random-{r}.h5" for r in ROUNDS]
+    return per_seed(f"{RUN}/labels/random-{{round}}.h5", round=ROUNDS)
+
+
+def get_report_d0():
+    """Every seed's D0 (its validation split differs by seed): the report's coverage base."""
+    return per_seed(get_d0())
 
 
 def get_round_benchmarks(wildcards):
@@ -297,9 +309,10 @@ def get_round_benchmarks(wildcards):
 
 
 def get_optimisation_input(wildcards):
-    """Start conformations: D0 for the trajectory baseline, the test split for the reference."""
+    """Start conformations: the seed's D0 for the trajectory baseline (its starts avoid that
+    seed's validation split), the test split for the reference."""
     if wildcards.set == "traj":
-        return get_d0()
+        return get_d0(wildcards)
     if wildcards.set == "reference":
         return get_conformers("test")
     raise WorkflowError(f"unknown optimisation set {wildcards.set!r}")
@@ -393,15 +406,37 @@ def validation_split():
     return config["conformers"]["split"]
 
 
-def validation_params():
-    """D0's validation split, decided once for every model and seed (golf.validation.mark_validation):
-    the study's seeds repeat training on the same split, as the paper's fixed D0 split.
+def validation_params(wildcards):
+    """D0's validation split of a study seed, decided once for every model of that seed
+    (golf.validation.mark_validation), seeded by train.seed + the study seed (issue 19): the
+    split is part of what varies from seed to seed, so the seed-to-seed spread includes it.
     """
     return {
         "val_fraction": config["train"]["val_fraction"],
-        "seed": config["train"]["seed"],
+        "seed": seeded_train(wildcards)["seed"],
         "by": validation_split(),
     }
+
+
+def trajeq_round(wildcards):
+    """The GOLF round a trajeq job stands for: its {round}, or the last for trajeq-{k} itself."""
+    r = getattr(wildcards, "round", None)
+    return ROUNDS[-1] if r is None else int(r)
+
+
+def get_previous_trajeq(wildcards):
+    """trajeq chains like GOLF: baseline -> round 1 -> ... -> round R (= trajeq-{k})."""
+    r, run = trajeq_round(wildcards), run_dir(wildcards)
+    if r == 1:
+        return f"{run}/models/baseline.pt"
+    return f"{run}/models/trajeq-{wildcards.k}/round-{r - 1}.pt"
+
+
+def get_trajeq_golf_labels(wildcards):
+    """GOLF's labels of rounds 1..r: trajeq's round r trains as many steps as golf-r did (U x the
+    labels GOLF's round r added) at the same place of the same schedule."""
+    run = run_dir(wildcards)
+    return [f"{run}/labels/round-{q}.h5" for q in range(1, trajeq_round(wildcards) + 1)]
 
 
 REPORT_PLOTS = [

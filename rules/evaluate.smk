@@ -101,8 +101,12 @@ rule report:
     input:
         per_step=get_evaluation_files("per_step"),
         labels=get_evaluation_files("labels"),
+        # Every arm's label files of every seed (flat lists, seed by seed) and every seed's D0:
+        # extra oracle calls and each arm's coverage (molecules and starts whose data it added).
         round_labels=get_report_round_labels(),
         random_labels=get_report_random_labels(),
+        traj_labels=get_traj_trajectories(),
+        d0=get_report_d0(),
         traj=get_traj_trajectories(),
         test_set="results/test_set.h5",
         model_metrics=get_model_metrics(),

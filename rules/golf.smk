@@ -86,9 +86,15 @@ rule golf_train:
 # the same NNP trajectories GOLF round r produced (rounds/{r}/trajectories.h5, explored by
 # golf-(r-1)), so the two differ only in which frame goes to the oracle, at the same budget;
 # random-r is then trained exactly as golf-r (same U, same schedule), from random-(r-1).
+# The frames are drawn from whole trajectories: the ones GOLF selects are continued past their
+# first MMFF rise with golf-(r-1) (model), never the start frame nor a conformation of the
+# control's training data: D0 (d0) and its own labels of rounds before r (known).
 rule random_select:
     input:
         trajectories=f"{RUN}/rounds/{{round}}/trajectories.h5",
+        model=get_previous_model,
+        d0=get_d0(),
+        known=lambda wildcards: get_random_labels(wildcards)[:-1],
     output:
         selected=f"{RUN}/rounds/{{round}}/random.h5",
     log:
@@ -96,13 +102,18 @@ rule random_select:
     benchmark:
         f"{BENCH}/random/{{round}}/select.tsv"
     conda:
-        "../envs/chem.yaml"
+        "../envs/nnp.yaml"
     threads: 1
     resources:
-        mem_mb=scaled(2000),
-        runtime=scaled(10),
+        mem_mb=scaled(4000),
+        runtime=scaled(30),
+        gpu=nnp_gpus(),
     params:
         mmff_threshold=config["golf"]["mmff_threshold"],
+        timelimit=config["golf"]["timelimit"],
+        parallel=config["golf"]["parallel"],
+        max_displacement=config["golf"]["max_displacement"],
+        device=config["nnp"]["device"],
         seed=get_random_seed,
     script:
         "../workflow/scripts/random_select.py"

@@ -76,16 +76,18 @@ if SEEDED:
 
 
 # D0 as training and every start pool read it: the labelled (or imported) D0 with its validation
-# split decided once, for every model and seed (golf.validation.mark_validation).
+# split decided once per study seed, for every model of that seed (golf.validation.mark_validation).
+# One seed keeps results/d0.h5; several give each its results/seed-{seed}/d0.h5 (issue 19: the
+# seed-to-seed spread includes the split), while the labels (results/labels/d0.h5) stay shared.
 rule d0:
     input:
         d0=get_d0_source(),
     output:
-        d0="results/d0.h5",
+        d0=get_d0(),
     log:
-        "logs/d0.log",
+        f"{LOGS}/d0.log",
     benchmark:
-        "benchmarks/d0.tsv"
+        f"{BENCH}/d0.tsv"
     conda:
         "../envs/chem.yaml"
     threads: 1
@@ -93,6 +95,6 @@ rule d0:
         mem_mb=scaled(4000),
         runtime=scaled(10),
     params:
-        validation=validation_params(),
+        validation=validation_params,
     script:
         "../workflow/scripts/d0.py"

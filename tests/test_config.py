@@ -162,3 +162,9 @@ def test_study_defaults_one_seed_no_control_no_imported_baseline():
     assert config["study"]["seeds"] == [0]
     assert config["control"]["random"] is False
     assert config["nnp"]["baseline_model"] is None
+
+
+def test_traj_equal_training_is_on_by_default():
+    assert validate({})["traj"]["equal_training"] is True
+    assert validate({"traj": {"equal_training": False}})["traj"]["equal_training"] is False
+    assert "traj.equal_training" in _error({"traj": {"equal_training": "yes"}})

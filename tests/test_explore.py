@@ -6,9 +6,15 @@ import torch
 
 from golf import data
 from golf.conformers import MoleculeSpec, generate_conformers
-from golf.explore import run_golf_trajectories
+from golf.explore import continue_trajectories, run_golf_trajectories
 from golf.nnp import build_model
-from golf.select import select_from_trajectories, trajectory_end
+from golf.optimize import optimize
+from golf.select import (
+    random_control_trajectories,
+    select_from_trajectories,
+    select_random_from_trajectories,
+    trajectory_end,
+)
 from golf.surrogate import MMFF
 
 T = 4
@@ -161,3 +167,56 @@ def test_no_labelled_start_is_an_error(model, d0):
     unlabelled = d0.subset([c.status != "ok" for c in d0])
     with pytest.raises(ValueError, match="no labelled conformation"):
         run_golf_trajectories(model, unlabelled, n_candidates=1, seed=0, **ROUND)
+
+
+def test_continued_trajectories_are_the_whole_nnp_trajectories(model, d0, trajectories):
+    trajs = random_control_trajectories(trajectories)
+    assert trajs and set(trajs) <= set(_by_traj(trajectories))
+    golf_before = [(c.status, c.props) for c in select_from_trajectories(trajectories)]
+    n_frames = len(trajectories)
+    # A longer time limit than the round's (T = 4), so that some continuations stall before it.
+    limit = 60
+    beyond = continue_trajectories(
+        model,
+        trajectories,
+        trajs,
+        parallel=2,
+        timelimit=limit,
+        max_displacement=ROUND["max_displacement"],
+        progress=False,
+    )
+    # GOLF's trajectories and selection are untouched: the continuation is a separate dataset.
+    assert len(trajectories) == n_frames and all("beyond_end" not in c.props for c in trajectories)
+    assert [(c.status, c.props) for c in select_from_trajectories(trajectories)] == golf_before
+    assert beyond.attrs["rerun_max_deviation"] < 1e-3  # the rerun repeats GOLF's stored steps
+
+    stored, extra = _by_traj(trajectories), _by_traj(beyond)
+    assert set(extra) <= set(trajs)
+    surrogates = {}
+    for traj in trajs:
+        frames = stored[traj] + extra.get(traj, [])
+        assert [c.props["step"] for c in frames] == list(range(len(frames)))
+        assert all(c.props["beyond_end"] == 1 for c in extra.get(traj, []))
+        # Stored frames plus their continuation = one uninterrupted NNP L-BFGS run without the MMFF stop
+        # (up to the model's float32 round-off in another batch, which L-BFGS at lr 1 amplifies over 60 steps).
+        start = frames[0]
+        (whole,) = optimize(
+            model.energies_forces, [start.species], [start.coordinates], steps=limit, batch_size=1, check_bonds=False,
+            max_displacement=ROUND["max_displacement"],
+        )  # fmt: skip
+        n = len(frames)
+        np.testing.assert_allclose(np.stack([c.coordinates for c in frames]), whole.positions[:n], atol=1e-2)
+        # A continuation that ended before T had stalled: the uninterrupted run stays where it was.
+        np.testing.assert_allclose(
+            whole.positions[n:], np.broadcast_to(frames[-1].coordinates, whole.positions[n:].shape), atol=1e-2
+        )
+        for c in extra.get(traj, []):
+            ff = surrogates.setdefault(trajectories.smiles(c), MMFF(trajectories.smiles(c)))
+            assert c.props["mmff_energy"] == pytest.approx(ff.energy(c.coordinates), rel=1e-12)
+        assert len(frames) <= limit + 1
+    lengths = [len(stored[t]) + len(extra.get(t, [])) for t in trajs]
+    assert max(lengths) == limit + 1 and min(lengths) < limit + 1  # some ran to the limit, some stalled
+
+    control = select_random_from_trajectories(trajectories, seed=0, beyond_end=beyond, known=[d0])
+    assert len([c for c in control if c.status == "unlabelled"]) == 6  # GOLF's budget
+    assert control.attrs["picks_start_frames"] == control.attrs["picks_known"] == 0

@@ -6,6 +6,8 @@ import pytest
 from golf import data
 from golf.data import Conformer, Dataset, Molecule
 from golf.select import (
+    KnownConformations,
+    SelectionError,
     select_conformation,
     select_from_trajectories,
     select_random_from_trajectories,
@@ -155,33 +157,127 @@ def _long_trajectories() -> Dataset:
     return _trajectories(specs)
 
 
+def _beyond_end(trajectories: Dataset, steps: int = 3, skip=()) -> Dataset:
+    """Frames past each trajectory's end, as golf.explore.continue_trajectories marks them."""
+    frames = []
+    for traj, traj_frames in _by_traj(trajectories).items():
+        if traj in skip:
+            continue
+        last = max(traj_frames, key=lambda c: c.props["step"])
+        for k in range(1, steps + 1):
+            props = dict(last.props, step=last.props["step"] + k, mmff_energy=10.0, repaired=0, beyond_end=1)
+            frames.append(Conformer(0, last.conformer_id, last.species, last.coordinates + 0.1 * k, props=props))
+    return Dataset(dict(trajectories.molecules), frames, {"kind": "golf_trajectories_beyond_end"})
+
+
+def _by_traj(ds) -> dict:
+    out = {}
+    for c in ds:
+        out.setdefault(int(c.props["traj"]), []).append(c)
+    return {t: sorted(v, key=lambda c: c.props["step"]) for t, v in out.items()}
+
+
+def _picked(selection):
+    return [c for c in selection if c.status == "unlabelled"]
+
+
 def test_random_control_selects_from_the_same_trajectories_with_the_same_budget(tmp_path):
     data.write(tmp_path / "traj.h5", _long_trajectories())
     trajectories = data.read(tmp_path / "traj.h5")
+    beyond = _beyond_end(trajectories)
     golf = select_from_trajectories(trajectories, mmff_threshold=300.0)
-    control = select_random_from_trajectories(trajectories, seed=7, mmff_threshold=300.0)
+    control = select_random_from_trajectories(trajectories, seed=7, mmff_threshold=300.0, beyond_end=beyond)
 
     # Same budget: one row per trajectory, exactly GOLF's selected rows go to the oracle.
     assert len(control) == len(golf) == 30
     assert [c.status for c in control] == [c.status for c in golf]
-    assert sum(c.status == "unlabelled" for c in control) == 22
-    # Each selected row is a frame of its own trajectory (same start row, coordinates of that step).
-    frames = {(c.props["traj"], c.props["step"]): c for c in trajectories}
+    assert len(_picked(control)) == len(_picked(golf)) == 22
+    # Each row is a frame of its own trajectory, GOLF's (beyond_end 0) or past its end (beyond_end 1).
+    frames = {(c.props["traj"], c.props["step"]): c for c in [*trajectories, *beyond]}
     for row in control:
         frame = frames[row.props["traj"], row.props["step"]]
         assert row.props["start_row"] == frame.props["start_row"]
         np.testing.assert_array_equal(row.coordinates, frame.coordinates)
-    steps = [c.props["step"] for c in control if c.status == "unlabelled"]
-    # Candidates s_0..s_{n-1} less the repaired and threshold frames; random, not GOLF's rule.
-    assert set(steps) <= {0, 1, 2, 4, 6, 7} and len(set(steps)) >= 4
-    assert steps != [c.props["step"] for c in golf if c.status == "unlabelled"]
+        assert row.props["beyond_end"] == int(row.props["step"] > 8)
+        assert set(row.props) == {"traj", "step", "start_row", "round", "end_reason", "mmff_energy", "beyond_end"}
+    steps = [c.props["step"] for c in _picked(control)]
+    # Candidates: s_1..s_8 less the repaired (3) and threshold (5) frames, and s_9..s_11 past the end.
+    assert set(steps) <= {1, 2, 4, 6, 7, 8, 9, 10, 11} and len(set(steps)) >= 5
+    assert max(steps) > 8  # frames past GOLF's end are drawn
+    assert steps != [c.props["step"] for c in _picked(golf)]
     assert control.attrs["kind"] == "random_selection"
+    a = control.attrs
+    assert (a["trajectories_selected"], a["candidates"], a["candidates_beyond_end"], a["picks"]) == (22, 198, 66, 22)
+    assert a["picks_beyond_end"] == sum(s > 8 for s in steps)
+    assert a["picks_start_frames"] == a["picks_known"] == a["fallback_picks"] == 0
+    data.write(tmp_path / "random.h5", control)  # a valid dataset, attrs included
+    assert data.read(tmp_path / "random.h5").attrs["candidates"] == 198
+
+
+def test_random_control_never_picks_a_start_frame_or_a_known_conformation():
+    # Rises at the first step: GOLF re-labels the start s_0; the control has s_1 and the frames past the end.
+    specs = [(t, t, [5.0, 6.0], [0, 0], "mmff_rise") for t in range(12)]
+    trajectories = _trajectories(specs)
+    beyond = _beyond_end(trajectories, steps=2)
+    by_traj = _by_traj(trajectories)
+    d0 = [frames[0] for frames in by_traj.values()]  # the starts: D0 conformations
+    # Earlier rounds' labels hold s_1 of every even trajectory and s_2 of trajectory 1 (within 1e-7 A).
+    earlier = [by_traj[t][1] for t in range(0, 12, 2)]
+    shifted = next(c for c in beyond if c.props["traj"] == 1 and c.props["step"] == 2)
+    earlier.append(Conformer(0, 0, shifted.species, shifted.coordinates + 1e-7))
+    golf = select_from_trajectories(trajectories)
+    assert {c.props["step"] for c in _picked(golf)} == {0}  # GOLF's rule picks the start frames
+    known = KnownConformations([*d0, *earlier])
+    for seed in range(20):
+        control = select_random_from_trajectories(trajectories, seed=seed, beyond_end=beyond, known=[d0, earlier])
+        picked = _picked(control)
+        assert len(picked) == len(_picked(golf)) == 12  # same budget
+        assert all(c.props["step"] >= 1 for c in picked)
+        assert not any(c in known for c in picked)
+        assert control.attrs["picks_start_frames"] == control.attrs["picks_known"] == 0
+        assert control.attrs["candidates"] == 12 * 3 - 6 - 1
+        assert control.attrs["known_conformations"] == 12 + 7
+
+
+def test_known_conformations_match_within_the_cache_rounding():
+    c = _trajectories().conformers[0]
+    known = KnownConformations([c])
+    assert Conformer(0, 0, c.species, c.coordinates + 0.9e-6) in known
+    assert Conformer(0, 0, c.species, c.coordinates + 2e-6) not in known
+    assert Conformer(0, 0, c.species[::-1], c.coordinates) not in known  # other species
+    assert Conformer(0, 0, c.species, np.full_like(c.coordinates, np.nan)) not in known
+
+
+def test_a_trajectory_without_candidates_draws_from_the_others_and_none_at_all_is_an_error():
+    specs = [(t, t, [5.0, 6.0], [0, 0], "mmff_rise") for t in range(3)]
+    trajectories = _trajectories(specs)
+    beyond = _beyond_end(trajectories, steps=2, skip={1})
+    known = [_by_traj(trajectories)[1][1]]  # trajectory 1's only candidate is known
+    control = select_random_from_trajectories(trajectories, seed=0, beyond_end=beyond, known=[known])
+    assert len(_picked(control)) == 3 and control.attrs["fallback_picks"] == 1
+    assert control.attrs["picks_known"] == 0
+    picked = [(c.props["traj"], c.props["step"]) for c in _picked(control)]
+    assert len(set(picked)) == 3 and 1 not in {t for t, _ in picked}  # no conformation twice
+    with pytest.raises(SelectionError, match="no frame"):
+        select_random_from_trajectories(trajectories, seed=0, known=[[c for c in trajectories]])
 
 
 def test_random_control_is_reproducible_and_seeded():
     trajectories = _long_trajectories()
-    steps = {
-        seed: [c.props["step"] for c in select_random_from_trajectories(trajectories, seed=seed)] for seed in (1, 2)
-    }
-    assert steps[1] == [c.props["step"] for c in select_random_from_trajectories(trajectories, seed=1)]
-    assert steps[1] != steps[2]
+    beyond = _beyond_end(trajectories)
+
+    def steps(seed):
+        return [c.props["step"] for c in select_random_from_trajectories(trajectories, seed=seed, beyond_end=beyond)]
+
+    assert steps(1) == steps(1)
+    assert steps(1) != steps(2)
+
+
+def test_golf_selection_ignores_the_control_and_frames_past_the_end(tmp_path):
+    trajectories = _long_trajectories()
+    data.write(tmp_path / "traj.h5", trajectories)
+    before = select_from_trajectories(data.read(tmp_path / "traj.h5"))
+    select_random_from_trajectories(trajectories, seed=3, beyond_end=_beyond_end(trajectories))
+    after = select_from_trajectories(trajectories)
+    assert [(c.status, c.props) for c in before] == [(c.status, c.props) for c in after]
+    assert all("beyond_end" not in c.props for c in after)

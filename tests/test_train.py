@@ -218,6 +218,46 @@ def test_d0_carries_its_validation_split_and_training_keeps_it(tmp_path):
         validation_predicate(synthetic_dataset(n_conf=1))
 
 
+def test_golf_rounds_tile_one_schedule_and_trajeq_trains_the_same_steps():
+    """golf_train's settings per round (golf.workflow.golf_round_settings): U steps per new label
+    of the round, consecutive slices of one cosine schedule over U x budget. trajeq (rule
+    train_trajeq) calls it with GOLF's own label counts, so its chain trains golf-R's steps."""
+    from golf.config import validate
+    from golf.workflow import golf_round_settings
+
+    config = validate({})
+    params = {"train": config["train"], "device": "cpu", "initial_conf_pct": 0.1}
+    labelled = [16, 15, 16]  # round 2 lost a label
+    rounds = [golf_round_settings(params, 50, 48, labelled[:r]) for r in (1, 2, 3)]
+    assert [s.steps for s in rounds] == [800, 750, 800]
+    assert [s.schedule_start for s in rounds] == [0, 800, 1550]
+    assert {s.schedule_total for s in rounds} == {2400}
+    assert {s.initial_conf_pct for s in rounds} == {0.1}  # GOLF's fixed share of D0 per batch
+    assert golf_round_settings(params, 50, 48, [16, 0]).steps == 50  # a round without labels: U steps
+
+
+def test_trajeq_rounds_add_the_trajectory_frames_in_the_seeded_start_order():
+    """trajeq's round r trains on the first r x n/R frames that cost an oracle call, in the order
+    the trajectory budget was spent in (the gather's ``rank``), not in the file's (traj, step) order."""
+    from golf.workflow import trajeq_frames
+
+    d0 = synthetic_dataset(n_conf=1)
+    frames = []
+    for traj, rank, statuses in ((0, 1, ["ok", "ok", "ok"]), (4, 0, ["ok", "ok", "scf_not_converged"])):
+        start = d0.conformers[traj]
+        for step, status in enumerate(statuses):
+            frames.append(replace(start, status=status, props={"traj": traj, "step": step, "rank": rank}))
+    trajectories = Dataset(d0.molecules, frames, dict(d0.attrs))  # file order: traj 0 first
+    picked = [trajeq_frames(trajectories, r, 3) for r in (1, 2, 3)]
+    assert [len(p) for p in picked] == [1, 2, 3]  # n = 3 extra frames (steps >= 1, labelled)
+    order = [(c.props["traj"], c.props["step"]) for c in picked[-1]]
+    assert order == [(4, 1), (0, 1), (0, 2)]  # rank 0 (traj 4) first; step 0 and the failure left out
+    assert [(c.props["traj"], c.props["step"]) for c in picked[0]] == order[:1]
+    assert len(trajeq_frames(trajectories, 1, 4)) == 0  # k < R: an early round adds nothing
+    # the frames keep their start's molecule and conformer ids (each arm's coverage is read from them)
+    assert {(c.molecule_id, c.conformer_id) for c in picked[-1]} == {(0, 0), (4, 0)}
+
+
 def test_bad_input_gives_clear_errors():
     with pytest.raises(TrainError, match="batch_size"):
         TrainSettings(batch_size=0)

@@ -13,6 +13,7 @@ import yaml
 from conftest import REPO, TINY_CONFIG, needs_psi4, snakemake
 
 from golf import data
+from golf.oracle_optimize import extra_frames
 
 slow = pytest.mark.slow  # the end-to-end runs; the dry-run tests of reruns are fast
 
@@ -37,6 +38,7 @@ def test_every_target_exists(tiny_study):
     ]:
         assert (tiny_study / path).stat().st_size > 0, path
     assert list((tiny_study / "results/models").glob("traj-*.pt")), "no trajectory baseline model"
+    assert list((tiny_study / "results/models").glob("trajeq-*.pt")), "no trajectory baseline at equal training"
     for plot in ["pct_vs_step", "eres_vs_step", "success_vs_oracle_calls", "nnp_error_vs_step", "pct_distribution"]:
         for ext in ("png", "svg"):
             assert (tiny_study / f"results/report/{plot}.{ext}").stat().st_size > 0
@@ -92,6 +94,7 @@ def test_report_has_every_model(tiny_study):
     models = set(summary["model"])
     assert {"oracle", "mmff", "baseline", "golf-1", "random-1"} <= models
     assert any(m.startswith("traj-") for m in models)
+    assert any(m.startswith("trajeq-") for m in models)
     for name in ("paired.csv", "unconverged_references.csv"):
         assert (tiny_study / "results/report" / name).exists()
     oracle = summary.set_index("model").loc["oracle"]
@@ -113,6 +116,56 @@ def test_evaluations_carry_protocol_seed_and_models_their_optimiser(tiny_study):
     random = data.read(tiny_study / "results/rounds/1/random.h5")
     golf = data.read(tiny_study / "results/rounds/1/selected.h5")
     assert [c.status for c in random] == [c.status for c in golf]  # the same budget
+
+
+@slow
+def test_trajeq_trains_the_trajectory_frames_with_golfs_steps(tiny_study):
+    """Issue 19: trajeq-k is traj-k's data trained as GOLF trains: golf-R's gradient steps,
+    schedule and D0 share per batch, with every one of traj-k's frames as new data. The
+    trajectory file keeps each frame's molecule and start (its D0 conformer) for the report's
+    coverage of each arm."""
+    models = tiny_study / "results/models"
+    (traj,) = models.glob("traj-*.pt")
+    k = traj.stem.removeprefix("traj-")
+    meta = {
+        m: torch.load(models / f"{m}.pt", weights_only=True)["meta"] for m in ("golf-1", f"traj-{k}", f"trajeq-{k}")
+    }
+    golf, trajeq = meta["golf-1"]["training"], meta[f"trajeq-{k}"]["training"]
+    for key in ("steps", "schedule_start", "schedule_total", "initial_conf_pct", "batch_size", "lr", "seed"):
+        assert trajeq["settings"][key] == golf["settings"][key], key
+    trajectories = data.read(tiny_study / "results/optimisation/traj.h5")
+    frames = extra_frames(trajectories)
+    assert meta[f"trajeq-{k}"]["extra_oracle_calls"] == meta[f"traj-{k}"]["extra_oracle_calls"] == len(frames) > 0
+    assert trajeq["n_train_new"] == len(frames) and trajeq["n_train_d0"] == golf["n_train_d0"]
+    assert meta[f"trajeq-{k}"]["trajeq"] == {"round": 1, "rounds": 1, "golf_labelled": [golf["n_train_new"]]}
+    d0 = {(c.molecule_id, c.conformer_id): c for c in data.read(tiny_study / "results/d0.h5")}
+    for c in trajectories:  # every frame names its start: a D0 conformation training does not hold out
+        start = d0[(c.molecule_id, c.conformer_id)]
+        assert start.props["validation"] == 0
+        if c.props["step"] == 0:
+            np.testing.assert_array_equal(c.coordinates, start.coordinates)
+
+
+@slow
+def test_each_seed_holds_out_its_own_validation_split(tiny_study, tmp_path):
+    """Issue 19: seed s draws D0's validation split with train.seed + s, into its own
+    results/seed-<s>/d0.h5; the labels stay shared, and one seed keeps results/d0.h5 (seed 0's
+    split). The tiny D0 has two training molecules, so two splits are possible; seeds 0 and 1
+    happen to draw the same one, seeds 0 and 3 do not."""
+    study = tmp_path / "study"
+    shutil.copytree(tiny_study / "results/cache", study / "results/cache")  # no new DFT call
+    config = _tiny_config_with(tmp_path, "seeds", lambda c: c.update(study={"seeds": [0, 3]}))
+    _snakemake_with(study, config, "results/seed-0/d0.h5", "results/seed-3/d0.h5")
+    splits = {}
+    for seed in (0, 3):
+        d0 = data.read(study / f"results/seed-{seed}/d0.h5")
+        assert d0.attrs["validation"]["seed"] == seed  # train.seed 0 + the study seed
+        splits[seed] = {(c.molecule_id, c.conformer_id) for c in d0 if c.props["validation"] == 1}
+        assert splits[seed]
+    assert splits[0] != splits[3]
+    one_seed = data.read(tiny_study / "results/d0.h5")
+    assert {(c.molecule_id, c.conformer_id) for c in one_seed if c.props["validation"] == 1} == splits[0]
+    assert not (study / "results/d0.h5").exists() and _oracle_calls_in(study) == 0
 
 
 @slow
@@ -452,13 +505,54 @@ def test_several_seeds_repeat_every_model_under_its_own_directory(tmp_path):
     config = _tiny_config_with(tmp_path, "seeds", lambda c: c.update(study={"seeds": [0, 1]}))
     text = _snakemake_with(tmp_path / "study", config, "-n")
     for seed in (0, 1):
-        for path in ("models/baseline.pt", "models/golf-1.pt", "models/random-1.pt", "labels/round-1.h5",
-                     "optimisation/traj.h5", "eval/golf-1/per_step.csv"):  # fmt: skip
+        for path in ("d0.h5", "models/baseline.pt", "models/golf-1.pt", "models/random-1.pt", "labels/round-1.h5",
+                     "optimisation/traj.h5", "models/trajeq-3.pt", "eval/golf-1/per_step.csv",
+                     "eval/trajeq-3/per_step.csv"):  # fmt: skip
             assert f"results/seed-{seed}/{path}" in text
-    # Shared: the conformers, D0, the reference minima and MMFF's evaluation (no seed).
+    # Each seed's D0 validation split (issue 19): its own d0.h5, read by its training and starts.
+    baselines = _jobs_of(text, "train_baseline")
+    assert len(baselines) == 2
+    for job in baselines:
+        seed_dir = job["output"].split("/")[1]  # seed-<s>
+        assert job["input"] == f"results/{seed_dir}/d0.h5"
+    # Shared: the conformers, D0's labels, the reference minima and MMFF's evaluation (no seed).
     for path in ("labels/d0.h5", "optimisation/reference.h5", "eval/mmff/per_step.csv"):
         assert f"results/{path}" in text and f"results/seed-0/{path}" not in text
-    assert "results/models/golf-1.pt" not in text
+    assert "results/models/golf-1.pt" not in text and "results/d0.h5" not in text
+
+
+def _jobs_of(text: str, rule: str) -> list[dict]:
+    """The input and output lines of each job of ``rule`` in a dry run's text."""
+    jobs = []
+    for block in text.split(f"rule {rule}:")[1:]:
+        lines = block.split("\n")
+        jobs.append(
+            {
+                k: next(ln.split(": ", 1)[1] for ln in lines if ln.strip().startswith(f"{k}:"))
+                for k in ("input", "output")
+            }
+        )
+    return jobs
+
+
+def test_trajeq_chains_rounds_like_golf_and_can_be_turned_off(tmp_path):
+    """Issue 19: trajeq-k repeats GOLF's chain, round r fine-tuning round r-1 and reading GOLF's
+    labels of rounds 1..r (their counts set its steps); traj.equal_training: false drops it."""
+    config = _tiny_config_with(tmp_path, "rounds", lambda c: c["golf"].update(rounds=3))
+    text = _snakemake_with(tmp_path / "study", config, "-n", "results/models/trajeq-9.pt")
+    chain = sorted(_jobs_of(text, "train_trajeq"), key=lambda j: j["output"]) + _jobs_of(text, "train_trajeq_final")
+    previous = [
+        "results/models/baseline.pt",
+        "results/models/trajeq-9/round-1.pt",
+        "results/models/trajeq-9/round-2.pt",
+    ]
+    for r, job in enumerate(chain, start=1):
+        inputs = job["input"].split(", ")
+        assert inputs[0] == previous[r - 1] and "results/optimisation/traj.h5" in inputs
+        assert [i for i in inputs if "labels/round-" in i] == [f"results/labels/round-{q}.h5" for q in range(1, r + 1)]
+    assert chain[-1]["output"].startswith("results/models/trajeq-9.pt")
+    off = _tiny_config_with(tmp_path, "no-trajeq", lambda c: c["traj"].update(equal_training=False))
+    assert not {j for j in _scheduled(tmp_path / "study", off) if "trajeq" in j}
 
 
 def test_training_checkpoints_are_no_outputs(tmp_path):

@@ -11,6 +11,9 @@ rounds cannot).
 
 Start conformations are drawn uniformly from D0's labelled conformations, without replacement
 until D0 is used up (the code's behaviour; Alg. 1 says "s ~ D", the code samples D0 only).
+
+:func:`continue_trajectories` runs trajectories of a finished round on past their end, for the
+random-selection control (golf.select); the round's own file and GOLF's selection never see it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from golf.data import Conformer, Dataset
 from golf.optimize import BatchedLBFGS, run_stream
-from golf.select import select_conformation, trajectory_end
+from golf.select import KNOWN_TOLERANCE, select_conformation, trajectory_end
 from golf.surrogate import SurrogateError, SurrogatePool
 
 log = logging.getLogger(__name__)
@@ -221,3 +224,158 @@ def _frames(traj: _Running, end: str, round_index: int) -> list[Conformer]:
             )
         )
     return frames
+
+
+def continue_trajectories(
+    model,
+    trajectories: Dataset,
+    trajs,
+    *,
+    parallel: int,
+    timelimit: int,
+    max_displacement: float | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """The frames of GOLF trajectories past their end, for the random-selection control.
+
+    A GOLF trajectory ends at its first MMFF rise; the control draws from the whole NNP
+    trajectory instead, s_0..s_T as it would have run without the MMFF stop. Each trajectory in
+    ``trajs`` (ids of ``trajectories``, the round's file) is run again from its start frame with
+    GOLF's optimiser and the round's model, with no MMFF stop: to the time limit T, non-finite
+    positions or L-BFGS convergence, as :func:`run_golf_trajectories` ends them otherwise, or
+    when a step leaves the conformation where it was (no atom moves more than
+    :data:`golf.select.KNOWN_TOLERANCE`): L-BFGS has stalled at the NNP's stationary point and
+    every later frame would be that conformation again (measured: once stalled, no trajectory
+    moved again), so the repeat is not kept and the trajectory ends as if it idled until T.
+
+    Why a rerun from the start: the round keeps no L-BFGS state, and continuing trajectories inside
+    the round would hold their slots, change which starts run together and so change GOLF's own
+    trajectories. A rerun repeats the stored steps up to the model's float32 round-off in another
+    batch (``attrs["rerun_max_deviation"]``, Angstrom, over the stored steps) and then continues
+    with the same optimiser history, so the continuation is that of the same trajectory.
+
+    Returns only the frames after each trajectory's last stored step, with the props of
+    :func:`run_golf_trajectories` (``end_reason`` is the continuation's own end) and
+    ``beyond_end`` = 1. Nothing of the round's file changes.
+    """
+    stored: dict[int, list[Conformer]] = {}
+    for c in trajectories:
+        stored.setdefault(int(c.props["traj"]), []).append(c)
+    trajs = sorted(set(int(t) for t in trajs))
+    missing = [t for t in trajs if t not in stored]
+    if missing:
+        raise ValueError(f"no trajectory {missing} in the round's trajectories")
+    for t in trajs:
+        stored[t].sort(key=lambda c: c.props["step"])
+
+    surrogates = SurrogatePool()
+    opt = BatchedLBFGS(
+        model.energies_forces, batch_size=parallel, max_displacement=max_displacement, device=model.device
+    )
+    running: dict[int, _Running] = {}  # traj -> its frames past the stored end
+    steps: dict[int, int] = {}  # traj -> steps the rerun has made
+    previous: dict[int, np.ndarray] = {}  # traj -> the rerun's positions after its last step
+    out = Dataset(dict(trajectories.molecules), [], {"kind": "golf_trajectories_beyond_end"})
+    deviation = 0.0  # largest |x_rerun - x_stored| over the stored steps (Angstrom)
+    mmff_s = 0.0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(trajs), desc="trajectories past their end", unit="traj")
+
+    def starts():
+        for t in trajs:
+            start = stored[t][0]
+            running[t], steps[t] = _Running(t, int(start.props["start_row"]), start), 0
+            previous[t] = start.coordinates
+            yield t, start.species, start.coordinates
+
+    def on_step(result) -> list[bool]:
+        nonlocal deviation, mmff_s
+        ended = []
+        for i, t in enumerate(result.keys):
+            traj, frames = running[t], stored[t]
+            steps[t] += 1
+            step, last = steps[t], int(frames[-1].props["step"])
+            positions = result.positions_of(i).astype(np.float64)
+            finite = result.status[i] != "skipped_nonfinite" and bool(np.isfinite(positions).all())
+            stalled = finite and step > last and float(np.abs(positions - previous[t]).max()) <= KNOWN_TOLERANCE
+            previous[t] = positions
+            if step <= last:  # a stored step: only compared, GOLF's own frame stays the record
+                if finite:
+                    deviation = max(deviation, float(np.abs(positions - frames[step].coordinates).max()))
+            elif not stalled:
+                t0 = time.perf_counter()
+                mmff = surrogates[trajectories.smiles(traj.start)].energy(positions) if finite else float("inf")
+                mmff_s += time.perf_counter() - t0
+                traj.positions.append(positions)
+                traj.nnp_energies.append(float(result.energies[i]))
+                traj.nnp_forces.append(result.forces_of(i).astype(np.float64))
+                traj.mmff.append(mmff)
+                traj.repaired.append(bool(result.repaired[i]))
+            end = None
+            if not finite:
+                end = "nonfinite"
+            elif step >= timelimit or result.status[i] == "converged" or stalled:
+                end = "timelimit"  # converged or stalled: as if it idled until T (run_golf_trajectories)
+            ended.append(end is not None)
+            if end is None:
+                continue
+            del running[t]
+            out.conformers.extend(_frames_beyond(traj, end, last + 1, int(frames[0].props["round"])))
+            if bar is not None:
+                bar.update(1)
+        return ended
+
+    t_run = time.perf_counter()
+    run_stream(opt, starts(), on_step)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t_run
+    out.attrs.update(
+        trajectories=len(trajs),
+        frames=len(out),
+        rerun_max_deviation=deviation,
+        nnp_seconds=seconds - mmff_s,
+        mmff_seconds=mmff_s,
+    )
+    # L-BFGS at lr 1 amplifies the model's float32 round-off: ~1e-3 Angstrom over a few steps is usual.
+    if deviation > 1e-2:
+        log.warning("the rerun left GOLF's stored steps by up to %.2g Angstrom", deviation)
+    log.info(
+        "%d trajectories continued past their end: %d frames; rerun deviation %.2g A; NNP %.1f s, MMFF %.2f s",
+        len(trajs),
+        len(out),
+        deviation,
+        seconds - mmff_s,
+        mmff_s,
+    )
+    return out
+
+
+def _frames_beyond(traj: _Running, end: str, first_step: int, round_index: int) -> list[Conformer]:
+    """The continuation's frames (steps first_step, first_step + 1, ...), marked ``beyond_end``."""
+    start = traj.start
+    return [
+        Conformer(
+            start.molecule_id,
+            start.conformer_id,
+            start.species,
+            positions,
+            status="unlabelled",
+            props={
+                "traj": traj.traj,
+                "step": first_step + k,
+                "start_row": traj.start_row,
+                "round": round_index,
+                "nnp_energy": traj.nnp_energies[k],
+                "nnp_forces": traj.nnp_forces[k],
+                "mmff_energy": traj.mmff[k],
+                "repaired": int(traj.repaired[k]),
+                "end_reason": end,
+                "beyond_end": 1,
+            },
+        )
+        for k, positions in enumerate(traj.positions)
+    ]

@@ -93,8 +93,8 @@ class TrainSettings:
         val_fraction, val_split: the validation split of a D0 without one (drawn as
             :func:`golf.validation.mark_validation` does, with ``seed``): the fraction of D0's
             molecules (or conformations) held out, by "molecule" (the paper's split) or
-            "conformer". A D0 that carries its split (the workflow's ``results/d0.h5``) keeps it,
-            whatever these say.
+            "conformer". A D0 that carries its split (the workflow's ``results/d0.h5``, one per
+            study seed) keeps it, whatever these say.
         eval_every: steps between evaluations (a metrics row, best-model check).
         seed: seeds the validation split, the batch sampling and nothing else (the model's
             initial weights come from ``build_model(seed=...)``).

@@ -1,4 +1,6 @@
-"""Training's validation split of D0: drawn once, stored in D0, read by everything that needs it.
+"""Training's validation split of D0: drawn once (per study seed in the workflow, seeded by
+train.seed + the seed, so the seed-to-seed spread includes it), stored in D0, read by everything
+that needs it.
 
 The split holds out a seeded fraction of D0's molecules (the paper's split) or of its
 conformations (the default study's test split is by conformer, and its validation mimics it).

@@ -140,6 +140,38 @@ def train_settings(params: dict, steps: int, schedule_start: int = 0, schedule_t
     )
 
 
+def golf_round_settings(params: dict, utd_ratio: int, budget: int, labelled: list[int]):
+    """TrainSettings of GOLF's round r = len(labelled), where ``labelled[q]`` is the number of new
+    labels of round q + 1: U gradient steps per new label of round r (at least U), on the slice
+    after the earlier rounds' steps of one cosine schedule over U x ``budget`` (the GOLF budget).
+    Rule golf_train uses it, and trajeq (rules/traj.smk) with GOLF's own counts, so the two train
+    the same steps on the same schedule."""
+    u = utd_ratio
+    return train_settings(
+        params,
+        steps=u * max(labelled[-1], 1),
+        schedule_start=u * sum(labelled[:-1]),
+        schedule_total=u * budget,
+    )
+
+
+def trajeq_frames(trajectories, round_: int, rounds: int):
+    """trajeq's new data after round ``round_`` of ``rounds``: the trajectory baseline's frames that
+    cost an oracle call (golf.oracle_optimize.extra_frames), in the seeded start order the budget
+    was spent in (``rank``, then ``step``), the first floor(round_ x n / rounds) of them. Round r
+    thus adds the next k/R, as GOLF's round r adds its per_round labels to the earlier rounds'."""
+    from golf.oracle_optimize import extra_frames
+
+    frames = extra_frames(trajectories)
+
+    def position(i: int) -> tuple:
+        c = frames.conformers[i]
+        return c.props.get("rank", c.props["traj"]), c.props["traj"], c.props["step"]
+
+    order = sorted(range(len(frames)), key=position)
+    return frames.subset(order[: round_ * len(order) // rounds])
+
+
 def scatter_item(item: str) -> tuple[int, int]:
     """(0-based index, count) of a Snakemake scatter item such as "2-of-4"."""
     index, sep, count = item.partition("-of-")

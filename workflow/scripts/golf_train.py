@@ -9,7 +9,7 @@ import torch
 
 from golf import data, nnp, train
 from golf.labels import ProvenanceError, common_provenance
-from golf.workflow import log_to, save_study_model, train_settings, user_errors
+from golf.workflow import golf_round_settings, log_to, save_study_model, user_errors
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -21,14 +21,8 @@ sources = {snakemake.input.d0: d0} | dict(zip(snakemake.input.labels, rounds, st
 with user_errors(ProvenanceError):
     common_provenance(sources, allow_mixed=params.allow_mixed)
 new = data.concat(rounds)
-added = sum(c.labelled for c in rounds[-1].conformers)
-u = params.utd_ratio
-settings = train_settings(
-    params.train,
-    steps=u * max(added, 1),
-    schedule_start=u * sum(c.labelled for r in rounds[:-1] for c in r.conformers),
-    schedule_total=u * params.budget,
-)
+labelled = [sum(c.labelled for c in r.conformers) for r in rounds]
+settings = golf_round_settings(params.train, params.utd_ratio, params.budget, labelled)
 model = nnp.load_model(snakemake.input.model)
 result = train.train(
     model,
