@@ -120,6 +120,7 @@ rule report:
         steps="results/report/steps.csv",
         paired="results/report/paired.csv",
         unconverged="results/report/unconverged_references.csv",
+        budget="results/report/budget.csv",
         plots=report(
             expand(
                 "results/report/{plot}.{ext}", plot=REPORT_PLOTS, ext=["png", "svg"]

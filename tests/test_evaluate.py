@@ -39,6 +39,26 @@ def test_reference_test_set_has_one_row_per_start_with_its_minimum(tmp_path):
     assert [c.props["reference_frames"] for c in rows] == [2, 2, 2]
 
 
+def test_train_rmsd_goes_from_the_reference_start_to_the_tables(tmp_path):
+    ref = _reference()
+    ref.conformers[0].props["train_rmsd"] = 0.42  # frame 0 of traj 0 (golf.oracle_optimize keeps it there)
+    ref.conformers[2].props["train_rmsd"] = 0.35  # traj 1, which does not converge
+    data.write(tmp_path / "test_set.h5", evaluate.reference_test_set(ref))
+    rows = data.read(tmp_path / "test_set.h5")
+    assert [evaluate.train_rmsd(c) for c in rows] == pytest.approx([0.42, 0.35, np.nan], nan_ok=True)
+    starts = evaluate.evaluable(rows)
+    frames = data.Dataset(dict(starts.molecules), [_frame(0, 0, -74.90), _frame(0, 5, -74.93)])
+    assert evaluate.per_step_table("golf-1", frames, starts)["train_rmsd"].tolist() == pytest.approx([0.42] * 2)
+    assert evaluate.oracle_table(starts, 5)["train_rmsd"].tolist() == pytest.approx([0.42] * 2)
+    # a test set without it (imported, or made before it was recorded): no column
+    plain = _test_set()
+    assert "train_rmsd" not in evaluate.per_step_table("golf-1", frames, plain).columns
+    assert "train_rmsd" not in evaluate.oracle_table(plain, 5).columns
+    known = data.Dataset({0: data.Molecule(0, "O", "water", split="test")}, [_frame(0, 0, -74.90)])
+    known.conformers[0].props |= {"e_opt": -74.95, "train_rmsd": 0.5}
+    assert evaluate.train_rmsd(evaluate.known_minima_test_set(known).conformers[0]) == 0.5
+
+
 def test_only_converged_optimisations_are_evaluated():
     rows = _test_set()
     assert [c.props["traj"] for c in rows] == [0]

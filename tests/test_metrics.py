@@ -126,6 +126,27 @@ def test_nonfinite_and_failed_labels_count_as_diverged():
     assert np.isnan(s.e_res_mean)  # nothing left that did not diverge
 
 
+def test_a_lower_minimum_than_the_reference_is_counted():
+    finals = [
+        (1, EOPT - 0.5 / KCAL, "ok"),  # 0.5 kcal/mol below the reference: a success, and counted
+        (2, EOPT - 0.05 / KCAL, "ok"),  # within 0.1 kcal/mol: numerical noise, not counted
+        (3, EOPT + 2.0 / KCAL, "ok"),
+        (4, np.nan, "scf_not_converged"),
+    ]
+    s = metrics.summarise(pd.DataFrame(_rows("golf-1", finals)), final_step=2).iloc[0]
+    assert s.n_below_reference == 1 and s.pct_success == pytest.approx(200.0 / 3)
+    assert "n_below_reference" in metrics.step_metrics(pd.DataFrame(_rows("golf-1", finals))).columns
+
+
+def test_train_rmsd_is_carried_to_the_final_rows(per_step):
+    per_step = per_step.assign(train_rmsd=0.1 * per_step["conformer_id"])
+    cut = per_step[~((per_step.model == "baseline") & (per_step.conformer_id == 5) & (per_step.step == 2))]
+    fin = metrics.final_conformations(cut, final_step=2).set_index(["model", "conformer_id"])
+    assert fin.loc[("oracle", 3), "train_rmsd"] == pytest.approx(0.3)
+    assert fin.loc[("baseline", 5), "train_rmsd"] == pytest.approx(0.5)  # its final row was lost, not its distance
+    assert "train_rmsd" not in metrics.final_conformations(per_step.drop(columns="train_rmsd"), final_step=2)
+
+
 def test_bad_input_is_a_clear_error(per_step):
     with pytest.raises(MetricsError, match="lacks columns"):
         metrics.step_metrics(per_step.drop(columns="e_opt"))
@@ -289,7 +310,7 @@ def test_summarise(per_step):
 
 
 def test_model_sort_key():
-    names = ["traj-600", "golf-10", "mmff", "random-2", "traj-60", "golf-2", "baseline", "oracle", "zzz"]
+    names = ["traj-600", "golf-10", "mmff", "random-2", "trajeq-60", "traj-60", "golf-2", "baseline", "oracle", "zzz"]
     assert sorted(names, key=metrics.model_sort_key) == [
         "oracle",
         "mmff",
@@ -298,6 +319,7 @@ def test_model_sort_key():
         "golf-10",
         "traj-60",
         "traj-600",
+        "trajeq-60",
         "random-2",
         "zzz",
     ]

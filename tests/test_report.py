@@ -125,16 +125,40 @@ def test_write_report_full(tmp_path):
         ["baseline", "mmff"],
     ]
     assert (paired["n_pairs"] == 6).all() and (paired["protocol"] == "paper").all()
+    assert (paired["n_molecules"] == 3).all() and (paired["n_conformations"] == 6).all()
     pairs = _rows(_section(md, "### Paired comparisons (paper)"))
     assert set(pairs) == {"a − b", "golf-2 − baseline", "golf-2 − traj-60", "baseline − mmff"}
     findings = _section(md, "## What this shows")
     for _, r in paired.iterrows():
         assert r["verdict"].split(";")[0] in findings
-    assert "no significant difference between golf-2 and traj-60" in findings  # 6 conformations cannot tell
-    assert "golf-2 is better than baseline" in findings
+    # 3 molecules: an interval over fewer than 10 molecules decides nothing, however large the difference
+    assert "no significant difference between golf-2 and baseline" in findings
+    assert "is better" not in md and (paired["family_size"] == 0).all()
     assert "## Test conformations without a converged reference" in md and "(not given" in md
+    assert "6 test conformations of 3 molecules are evaluated" in md and "Distance from training: not known" in md
     for plot in plots.PLOTS:
         assert f"({plot}.png)" in md
+
+
+def test_enough_molecules_decide_and_trajeq_is_compared(tmp_path):
+    models = dict(MODELS) | {"trajeq-60": (0.97, 5e-4)}
+    summary, steps, final = _report_inputs(_synthetic(n_conf=24, models=models))  # 12 molecules
+    paths = report.write_report(summary, steps, final, tmp_path)
+    _check_files(paths, tmp_path)
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    assert paired[["model_a", "model_b"]].values.tolist() == [
+        ["golf-2", "baseline"],
+        ["golf-2", "traj-60"],
+        ["golf-2", "trajeq-60"],
+        ["baseline", "mmff"],
+        ["traj-60", "trajeq-60"],
+    ]
+    assert (paired["family_size"] == 15).all() and (paired["n_molecules"] == 12).all()
+    md = (tmp_path / "summary.md").read_text()
+    assert "golf-2 is better than baseline (Holm-adjusted p < 0.05" in _section(md, "## What this shows")
+    results = _rows(_section(md, "## This study").split("### Paired")[0])
+    below = dict(zip(results["model"], results["golf-2"], strict=True))["below ref. (E_res < −0.1)"]
+    assert below == str(int(summary.set_index("model").loc["golf-2", "n_below_reference"]))
 
 
 def test_identical_models_get_no_verdict(tmp_path):
@@ -145,7 +169,7 @@ def test_identical_models_get_no_verdict(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     (row,) = pd.read_csv(tmp_path / "paired.csv").to_dict("records")
     assert (row["e_res_diff"], row["e_res_low"], row["e_res_high"]) == (0.0, 0.0, 0.0)
-    assert row["success_p"] == 1.0 and row["diverged_p"] == 1.0
+    assert row["success_p"] == 1.0 and row["diverged_p"] == 1.0 and row["e_res_p"] == 1.0
     assert "last GOLF round vs baseline: no significant difference between golf-1 and baseline" in md
     assert "is better" not in md
 
@@ -174,8 +198,8 @@ def test_paper_protocol_first_and_capped_rows_apart(tmp_path):
 
 def test_seeds_give_per_seed_rows_and_a_spread(tmp_path):
     nnp = {m: v for m, v in MODELS.items() if m not in ("mmff", "oracle")}
-    fixed = _synthetic(n_conf=12, models={m: MODELS[m] for m in ("mmff", "oracle")})
-    seeded = [_synthetic(n_conf=12, seed=s, models=nnp).assign(seed=s) for s in (1, 2)]
+    fixed = _synthetic(n_conf=24, models={m: MODELS[m] for m in ("mmff", "oracle")})
+    seeded = [_synthetic(n_conf=24, seed=s, models=nnp).assign(seed=s) for s in (1, 2)]
     summary, steps, final = _report_inputs(pd.concat([fixed, *seeded], ignore_index=True))
     assert len(summary) == 2 + 2 * len(nnp)  # per (model, seed); mmff and oracle once
     report.write_report(summary, steps, final, tmp_path)
@@ -190,7 +214,15 @@ def test_seeds_give_per_seed_rows_and_a_spread(tmp_path):
     first = paired[(paired.model_a == "golf-2") & (paired.model_b == "baseline")]
     assert first["seed"].tolist() == ["1", "2", "all"]
     assert first["verdict"].tolist()[:2] == ["", ""] and first["verdict"].iloc[2]  # verdicts on the pooled row
-    assert first["success_p"].iloc[2] == ""  # no McNemar over pooled seeds: the interval decides
+    assert first["success_p_holm"].tolist()[:2] == ["", ""]  # per-seed rows: raw p, outside the family
+    assert first["n_seeds"].tolist() == [1, 1, 2]
+    per_seed = _rows(_section(md, "### Paired comparisons per seed (paper)"))
+    assert per_seed["golf-2 − baseline"][1] == "1"  # a row per seed, the first being seed 1
+    note = _section(md, "### Paired comparisons (paper)")
+    assert "resample **test molecules**" in note and "2 seeds, resampled with replacement" in note
+    family = int(paired[paired["seed"] == "all"]["family_size"].iloc[0])
+    assert family == 9  # 3 comparisons x 3 quantities, each over 12 molecules
+    assert f"{family} tests over at least 10 molecules, with Holm's correction" in note
 
 
 def test_unconverged_references_are_listed(tmp_path):
@@ -270,7 +302,7 @@ def _water_reference():
     water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
     for traj, end in enumerate(("converged", "converged", "step_limit")):
         for step, e in ((0, -74.90 - 0.001 * traj), (1, -74.95)):
-            props = {"traj": traj, "step": step} | ({"end": end} if step == 1 else {})
+            props = {"traj": traj, "step": step} | ({"end": end} if step == 1 else {"train_rmsd": 0.3 + 0.1 * traj})
             ref.conformers.append(
                 data.Conformer(0, traj, [8, 1, 1], water * (1 + 0.01 * step + 0.02 * traj), energy=e, status="ok",
                                forces=np.zeros((3, 3)), props=props)
@@ -302,7 +334,12 @@ def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
         labels.append(tmp_path / f"eval-{model}-{protocol}.h5")
         data.write(labels[-1], frames)
     out = tmp_path / "report"
-    report.build_report(csvs, labels, [], [], tmp_path / "test_set.h5", {"timelimit": 4, "cov_delta": 0.5}, {}, out)
+    d0 = _labels(tmp_path / "d0.h5", [np.eye(3)])
+    round_1 = _labels(tmp_path / "labels/round-1.h5", [np.eye(3), 2 * np.eye(3)], None, {"oracle_calls": 1})
+    report.build_report(
+        csvs, labels, [], [], tmp_path / "test_set.h5", {"timelimit": 4, "cov_delta": 0.5}, {}, out,
+        d0=d0, budget_labels=[round_1],
+    )  # fmt: skip
     summary = pd.read_csv(out / "summary.csv")
     assert summary[["protocol", "model"]].values.tolist() == [
         ["paper", "oracle"],
@@ -320,7 +357,72 @@ def test_build_report_reads_protocols_and_lists_unconverged(tmp_path):
     listed = _rows(_section(md, "## Test conformations without a converged reference"))
     assert listed["0"] == ["0", "2", "O", "water", "stopped at the step limit", "2"]
     assert "did not converge (2 of 3 converged, 66.7 %)" in md
+    assert "excluded from every metric and comparison" in md
+    test_set = _section(md, "## Test set")
+    assert "2 test conformations of 1 molecules are evaluated (1 more have no converged reference" in test_set
+    assert "min 0.30, median 0.35, max 0.40 Å" in test_set  # the unconverged one's 0.5 is not a test conformation
+    budget = pd.read_csv(out / "budget.csv")
+    assert budget[["model", "oracle_calls", "labelled", "new_conformations"]].values.tolist() == [["golf-1", 1, 2, 1]]
+    assert _rows(_section(md, "## Budget per arm"))["–"][1:] == ["golf-1", "1", "–", "2", "1"]  # no seed, no hits
     assert md.index("## This study: the paper's protocol") < md.index("## Second row set: capped-0.02")
+
+
+def _labels(path, coords, statuses=None, attrs=None, props=None):
+    """A label file of water conformations with the given coordinates (one geometry per row)."""
+    ds = data.Dataset({0: data.Molecule(0, "O")}, [], dict(attrs or {}))
+    for i, xyz in enumerate(coords):
+        status = (statuses or {}).get(i, "ok")
+        ds.conformers.append(
+            data.Conformer(0, i, [8, 1, 1], xyz, -75.0, np.zeros((3, 3)), status=status, props=(props or [{}] * 99)[i])
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.write(path, ds)
+    return path
+
+
+def test_arm_budgets_count_real_calls_and_new_conformations(tmp_path):
+    def geom(i):
+        return np.eye(3) * (1 + 0.01 * i)
+
+    d0 = _labels(tmp_path / "d0.h5", [geom(0), geom(1)])
+    files = []
+    for seed in (0, 1):
+        run = tmp_path / f"seed-{seed}"
+        # round 1: a D0 conformation again (no new one), two new ones, one failed label
+        files.append(_labels(run / "labels/round-1.h5", [geom(0), geom(2), geom(3), geom(4)], {3: "scf_not_converged"},
+                             {"oracle_calls": 3 - seed, "cache_hits": 1 + seed}))  # fmt: skip
+        # round 2: round 1's geom(2) again and one new one, twice
+        files.append(_labels(run / "labels/round-2.h5", [geom(2), geom(5), geom(5)], None,
+                             {"oracle_calls": 1, "cache_hits": 2}))  # fmt: skip
+        # the random control: its own arm, so geom(2) is new there
+        files.append(
+            _labels(run / "labels/random-1.h5", [geom(2), geom(1)], None, {"oracle_calls": 1, "cache_hits": 1})
+        )
+        # the trajectories: frame 0 is a D0 start, frames 1-2 new
+        steps = [{"traj": 0, "step": k} for k in range(3)]
+        files.append(_labels(run / "optimisation/traj.h5", [geom(0), geom(6), geom(7)], None, {"oracle_calls": 2},
+                             props=steps))  # fmt: skip
+    budget = report.arm_budgets(files, ["traj-2", "trajeq-2"], d0)
+    assert list(budget.columns) == [
+        "seed", "model", "arm", "rounds", "oracle_calls", "cache_hits", "labelled", "new_conformations"
+    ]  # fmt: skip
+    b = budget.set_index(["seed", "model"])
+    assert b.loc[(0.0, "golf-1"), ["oracle_calls", "cache_hits", "labelled", "new_conformations"]].tolist() == [
+        3, 1, 3, 2
+    ]  # fmt: skip
+    assert b.loc[(1.0, "golf-1"), "oracle_calls"] == 2  # per seed, as its files say
+    assert b.loc[(0.0, "golf-2"), ["oracle_calls", "cache_hits", "labelled", "new_conformations"]].tolist() == [
+        4, 3, 6, 3
+    ]  # fmt: skip
+    assert b.loc[(0.0, "random-1"), ["labelled", "new_conformations"]].tolist() == [2, 1]
+    for model in ("traj-2", "trajeq-2"):  # one set of trajectories, two training schemes
+        assert b.loc[(0.0, model), ["oracle_calls", "labelled", "new_conformations"]].tolist() == [2, 2, 2]
+        assert b.loc[(0.0, model), "arm"] == model.split("-")[0]
+    assert budget["model"].tolist()[:5] == ["golf-1", "golf-2", "traj-2", "trajeq-2", "random-1"]  # seed 0 first
+    without_d0 = report.arm_budgets(files, ["traj-2"])
+    assert without_d0["new_conformations"].isna().all()  # not known without D0
+    lines = "\n".join(report._budget_lines(budget))
+    assert "| 1      | golf-2" in lines and "golf-1" not in lines  # the last round per arm; budget.csv has all
 
 
 def test_extra_oracle_calls_count_golf_and_random_rounds_apart(tmp_path):

@@ -13,7 +13,14 @@ capped evaluation (``max_displacement``) is a second protocol, named by :func:`p
 row "mmff" optimises with RDKit MMFF instead and is evaluated at its final geometry only.
 
 The result is a long table, one row per (model, protocol, molecule_id, conformer_id, step), in the
-column contract of :mod:`golf.metrics`, and the evaluated frames as a dataset.
+column contract of :mod:`golf.metrics`, and the evaluated frames as a dataset. Where the test set
+records a conformation's distance from training (property ``train_rmsd``, Angstrom: RMSD after
+superposition to the nearest training conformation of its molecule, see golf.conformers), the
+table has a ``train_rmsd`` column; imported test sets do not record it.
+
+Test conformations whose reference optimisation gave no minimum (not converged, or an unlabelled
+start) are excluded from every evaluation by :func:`evaluable`; the report lists them and counts
+them.
 """
 
 from __future__ import annotations
@@ -31,6 +38,25 @@ from golf.surrogate import SurrogateError, SurrogatePool
 log = logging.getLogger(__name__)
 
 COLUMNS = [*REQUIRED_COLUMNS, "protocol"]  # the per-step table is golf.metrics' input
+TRAIN_RMSD = "train_rmsd"  # optional test-set property and table column (Angstrom)
+
+
+def train_rmsd(conformer: Conformer) -> float:
+    """The test conformation's distance from training (Angstrom), NaN where not recorded."""
+    value = conformer.props.get(TRAIN_RMSD)
+    return float(value) if value is not None and np.isfinite(value) else np.nan
+
+
+def _with_train_rmsd(props: dict, conformer: Conformer) -> dict:
+    """``props`` plus the conformer's ``train_rmsd`` when it has a finite one."""
+    value = train_rmsd(conformer)
+    return props | ({TRAIN_RMSD: value} if np.isfinite(value) else {})
+
+
+def _columns(test_set: Dataset) -> list[str]:
+    """The per-step table's columns: ``train_rmsd`` too when the test set records it."""
+    known = any(np.isfinite(train_rmsd(c)) for c in test_set)
+    return [*COLUMNS, TRAIN_RMSD] if known else COLUMNS
 
 
 def protocol_name(max_displacement: float | None) -> str:
@@ -48,7 +74,8 @@ def reference_test_set(references: Dataset) -> Dataset:
 
     Props: ``traj``; ``end`` ("converged", "step_limit", "failed", as the trajectory ended);
     ``e_opt`` (Hartree) and ``opt_coordinates`` (Angstrom) of its last labelled frame, NaN
-    without one; ``reference_frames``, the oracle calls the optimisation made.
+    without one; ``reference_frames``, the oracle calls the optimisation made; ``train_rmsd``
+    where the start (frame 0) records it.
     """
     by_traj: dict[int, list[Conformer]] = {}
     for c in references.conformers:
@@ -64,6 +91,7 @@ def reference_test_set(references: Dataset) -> Dataset:
             "e_opt": final.energy if final else np.nan,
             "reference_frames": len(frames),
         }
+        props = _with_train_rmsd(props, start)
         if final is not None:
             props["opt_coordinates"] = final.coordinates
         rows.append(replace(start, props=props))
@@ -79,17 +107,22 @@ def known_minima_test_set(test: Dataset) -> Dataset:
         e_opt = c.props.get("e_opt", np.nan)
         if not (c.labelled and np.isfinite(e_opt)):
             raise ValueError(f"test conformation {row} lacks a label or e_opt; set data.test_minima: false")
-        rows.append(replace(c, props={"traj": row, "end": "converged", "e_opt": float(e_opt)}))
+        props = _with_train_rmsd({"traj": row, "end": "converged", "e_opt": float(e_opt)}, c)
+        rows.append(replace(c, props=props))
     return Dataset(dict(test.molecules), rows, dict(test.attrs) | {"kind": "test_set", "minima": "known"})
 
 
 def evaluable(test_set: Dataset) -> Dataset:
     """The rows an evaluation uses: a labelled start and a converged reference. A stopped or failed
-    optimisation gives no minimum; as the reference it would make pct above 100 and E_res too small."""
+    optimisation gives no minimum; as the reference it would make pct above 100 and E_res too small,
+    so those rows are excluded from every metric (``golf.report.unconverged_references`` lists them)."""
     keep = [c.labelled and c.props["end"] == "converged" for c in test_set.conformers]
     left_out = [c.props["traj"] for c, k in zip(test_set.conformers, keep, strict=True) if not k]
     if left_out:
-        log.warning("%d test conformations have no converged oracle reference, left out: %s", len(left_out), left_out)
+        log.warning(
+            "%d test conformations have no converged oracle reference, excluded from the evaluation: %s",
+            len(left_out), left_out,
+        )  # fmt: skip
     return test_set.subset(keep)
 
 
@@ -201,9 +234,10 @@ def per_step_table(model_name: str, frames: Dataset, test_set: Dataset, protocol
                 "e_nnp": c.props.get("nnp_energy", np.nan),
                 "force_err": force_err,
                 "protocol": protocol,
+                TRAIN_RMSD: train_rmsd(rows_of[traj]),
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=_columns(test_set))
 
 
 def oracle_table(test_set: Dataset, final_step: int) -> pd.DataFrame:
@@ -225,6 +259,7 @@ def oracle_table(test_set: Dataset, final_step: int) -> pd.DataFrame:
                     "e_nnp": np.nan,
                     "force_err": np.nan,
                     "protocol": PAPER_PROTOCOL,  # the oracle's rows do not depend on the NNP's protocol
+                    TRAIN_RMSD: train_rmsd(c),
                 }
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=_columns(test_set))

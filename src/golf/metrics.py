@@ -30,8 +30,11 @@ Two optional columns extend the key:
 Energies are converted to kcal/mol with ``golf.units.HARTREE_TO_KCALPERMOL`` (CODATA 627.5095); the
 paper's code uses 627.5, a relative difference of 1.5e-5, far below every reported digit.
 
-Model names: "baseline", "golf-<r>", "traj-<k>", "random-<n>", "mmff", "oracle"; ``model_sort_key``
-orders them.
+Model names: "baseline", "golf-<r>", "traj-<k>", "trajeq-<k>" (traj-k's data trained as GOLF
+trains), "random-<n>", "mmff", "oracle"; ``model_sort_key`` orders them.
+
+An optional per-conformation column ``train_rmsd`` (Angstrom: the test conformation's RMSD to the
+nearest training conformation of its molecule, from the test set) is carried to the final rows.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ __all__ = [
     "NONFINITE_STATUSES",
     "NOT_RUN_STATUSES",
     "SUCCESS_THRESHOLD_KCAL",
+    "BELOW_REFERENCE_KCAL",
     "COV_DELTA",
+    "MODEL_NAME",
     "MetricsError",
     "CovMat",
     "pct",
@@ -91,6 +96,9 @@ NONFINITE_STATUSES = frozenset({"skipped_nonfinite"})  # golf.evaluate: the traj
 NOT_RUN_STATUSES = frozenset({"skipped_no_mmff"})  # the model could not be run on this conformation
 MISSING_STEP = "missing_step"  # final_conformations: no row at the final step
 SUCCESS_THRESHOLD_KCAL = 1.0  # paper §6.2: chemical precision
+# E_res below this (kcal/mol) is a lower minimum than the oracle's reference: counted, since it
+# counts as a success although the reference, not the model, is what fell short.
+BELOW_REFERENCE_KCAL = -0.1
 COV_DELTA = 0.5  # Angstrom, paper App. F / Tab. 2
 
 
@@ -132,17 +140,19 @@ def e_res_kcal(et, eopt) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 _MODEL_ORDER = {"oracle": 0, "mmff": 1, "baseline": 2}
-_NUMBERED = {"golf": 3, "traj": 4, "random": 5}
+_NUMBERED = {"golf": 3, "traj": 4, "trajeq": 5, "random": 6}
+MODEL_NAME = re.compile(r"(golf|traj|trajeq|random)-(\d+)")  # numbered models: <arm>-<round or budget>
 
 
 def model_sort_key(model: str) -> tuple:
-    """Order for tables and legends: oracle, mmff, baseline, golf-1.., traj-<k>, random-<n>, others."""
+    """Order for tables and legends: oracle, mmff, baseline, golf-1.., traj-<k>, trajeq-<k>,
+    random-<n>, others."""
     if model in _MODEL_ORDER:
         return (_MODEL_ORDER[model], 0, model)
-    m = re.fullmatch(r"(golf|traj|random)-(\d+)", model)
+    m = MODEL_NAME.fullmatch(model)
     if m:
         return (_NUMBERED[m.group(1)], int(m.group(2)), model)
-    return (6, 0, model)
+    return (7, 0, model)
 
 
 def protocol_column(df: pd.DataFrame) -> pd.Series:
@@ -282,9 +292,11 @@ def final_conformations(per_step: pd.DataFrame, final_step: int | Mapping[str, i
     finals = _final_step_of(df.groupby("model")["step"].max(), final_step)
     target = df["model"].map(finals)
     at_final = df[df["step"] == target]
-    # Every conformation of every model, with its reference energies from any of its rows.
-    conformations = df.groupby(key, dropna=False, sort=False)[["e_start", "e_opt"]].first().reset_index()
-    out = conformations.merge(at_final.drop(columns=["e_start", "e_opt"]), on=key, how="left", indicator=True)
+    # Every conformation of every model, with its reference energies (and its distance from
+    # training, when known) from any of its rows: a lost final row keeps them.
+    own = [c for c in ("e_start", "e_opt", "train_rmsd") if c in df.columns]
+    conformations = df.groupby(key, dropna=False, sort=False)[own].first().reset_index()
+    out = conformations.merge(at_final.drop(columns=own), on=key, how="left", indicator=True)
     lost = out["_merge"] == "left_only"
     if lost.any():
         log.warning("%d conformations have no row at the final step; counted as diverged", int(lost.sum()))
@@ -327,6 +339,7 @@ def _aggregate(g: pd.DataFrame) -> dict[str, Any]:
         "n_valid": len(valid),
         "n_diverged": n_div,
         "n_diverged_energy": int(valid["diverged"].sum()),
+        "n_below_reference": int((valid["e_res_kcal"] < BELOW_REFERENCE_KCAL).sum()),
         "pct_mean": float(kept["pct"].mean()) if len(kept) else np.nan,
         # ddof=0: population std over the test conformations (numpy's default); the paper does
         # not say which. It keeps a value for a single conformation instead of NaN.
@@ -362,6 +375,7 @@ COUNT_COLUMNS = (
     "n_valid",
     "n_diverged",
     "n_diverged_energy",
+    "n_below_reference",
 )
 RATE_COLUMNS = (
     "pct_mean",
@@ -408,6 +422,9 @@ def step_metrics(per_step: pd.DataFrame) -> pd.DataFrame:
       non-finite), ``n_label_failed`` (DFT label failed), ``n_missing`` (no row at the final step;
       ``summarise`` only), together ``n_failed``; ``n_valid`` = n_evaluated - n_failed.
     - ``n_diverged`` = n_failed + ``n_diverged_energy`` (valid and E_DFT(s_t) > E_DFT(s_0)).
+    - ``n_below_reference``: valid conformations with E_res < ``BELOW_REFERENCE_KCAL`` (-0.1
+      kcal/mol): the model found a lower minimum than the oracle's reference optimisation. They
+      count as successes; this says how many.
       ``pct_div`` (%) = n_diverged / n_evaluated, ``pct_div_low``/``_high`` its 95 % Wilson interval.
     - ``pct_mean``, ``pct_std`` (%), ``e_res_mean`` (kcal/mol): over the valid, non-diverged
       conformations, as paper §6 says diverged ones are excluded from these.

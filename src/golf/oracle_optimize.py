@@ -296,7 +296,8 @@ def gather_trajectories(chunks: list[Dataset], budget: int | None = None, allow_
     attrs = dict(chunks[0].attrs) if chunks else {}
     if provenance is not None:
         attrs["oracle"] = provenance
-    attrs["oracle_calls"] = sum(int(c.attrs.get("oracle_calls", 0)) for c in chunks)
+    for key in ("oracle_calls", "cache_hits", "cached_failures"):  # every chunk's, not the first's
+        attrs[key] = sum(int(c.attrs.get(key, 0)) for c in chunks)
     merged = concat(chunks, attrs=attrs)
     by_traj: dict[int, list[Conformer]] = {}
     for c in merged.conformers:

@@ -32,23 +32,32 @@ CAPTIONS = {
 
 def _golf_rounds(models) -> list[str]:
     """The GOLF models (golf-<r>) in round order."""
-    return sorted((m for m in models if re.fullmatch(r"golf-\d+", m)), key=model_sort_key)
+    return _numbered(models, "golf")
+
+
+def _numbered(models, arm: str) -> list[str]:
+    """The models of one numbered arm (golf-<r>, traj-<k>, trajeq-<k>, random-<n>) in order."""
+    return sorted((m for m in models if re.fullmatch(rf"{arm}-\d+", m)), key=model_sort_key)
+
+
+# numbered arm -> (colour map, marker, line style); shades darken with the round or budget
+_ARM_STYLES = {
+    "golf": ("Blues", "o", "-"),
+    "traj": ("Oranges", "s", "--"),
+    "trajeq": ("Reds", "P", ":"),
+    "random": ("Purples", "v", "-."),
+}
 
 
 def _styles(models: Sequence[str]) -> dict[str, dict]:
     from matplotlib import colormaps
 
-    golf = _golf_rounds(models)
-    trajs = sorted((m for m in models if re.fullmatch(r"traj-\d+", m)), key=model_sort_key)
-    randoms = sorted((m for m in models if re.fullmatch(r"random-\d+", m)), key=model_sort_key)
-    others = [m for m in models if m not in golf and m not in trajs and m not in randoms]
     styles: dict[str, dict] = {}
-    for i, m in enumerate(golf):
-        styles[m] = {"color": colormaps["Blues"](0.45 + 0.55 * (i + 1) / len(golf)), "marker": "o", "ls": "-"}
-    for i, m in enumerate(trajs):
-        styles[m] = {"color": colormaps["Oranges"](0.45 + 0.55 * (i + 1) / len(trajs)), "marker": "s", "ls": "--"}
-    for i, m in enumerate(randoms):
-        styles[m] = {"color": colormaps["Purples"](0.45 + 0.55 * (i + 1) / len(randoms)), "marker": "v", "ls": "-."}
+    for arm, (cmap, marker, ls) in _ARM_STYLES.items():
+        members = _numbered(models, arm)
+        for i, m in enumerate(members):
+            styles[m] = {"color": colormaps[cmap](0.45 + 0.55 * (i + 1) / len(members)), "marker": marker, "ls": ls}
+    others = [m for m in models if m not in styles]
     fixed = {
         "baseline": {"color": "black", "marker": "D", "ls": "-"},
         "mmff": {"color": "tab:green", "marker": "^", "ls": ":"},

@@ -45,6 +45,7 @@ __all__ = [
     "write_report",
     "build_report",
     "extra_oracle_calls",
+    "arm_budgets",
     "unconverged_references",
     "with_validation_error",
 ]
@@ -101,7 +102,7 @@ PAPER_README_TABLE2: tuple[PaperRow, ...] = (
 
 _SUMMARY_NEEDS = ("model", "pct_mean", "pct_std", "pct_div", "e_res_mean", "pct_success")
 _STEPS_NEEDS = ("model", "step", "pct_mean", "pct_div", "e_res_mean", "pct_success")
-_PAIRED_NEEDS = ("molecule_id", "conformer_id", "evaluated", "valid", "diverged", "success", "e_res_kcal", "pct")
+_PAIRED_NEEDS = ("molecule_id", "conformer_id", "evaluated", "valid", "diverged", "success", "e_res_kcal")
 
 
 def paper_table(rows: Sequence[PaperRow] = PAPER_TABLE2) -> pd.DataFrame:
@@ -192,6 +193,7 @@ def _results_table(summary: pd.DataFrame) -> list[str]:
             "pct_div (%) ↓ [95 % CI]": f"{_f(r['pct_div'])} {_ci(r.get('pct_div_low'), r.get('pct_div_high'))}".strip(),
             "diverged: E↑/non-finite/label failed/missing": div_kinds,
             "mean E_res_T (kcal/mol) ↓": _f(r["e_res_mean"], 2),
+            "below ref. (E_res < −0.1)": _int(r.get("n_below_reference")),
             "pct_success (%) ↑ [95 % CI]": (
                 f"{_f(r['pct_success'])} {_ci(r.get('pct_success_low'), r.get('pct_success_high'))}".strip()
             ),
@@ -242,39 +244,84 @@ def _paper_tables() -> list[str]:
     return lines + [""] + _md_table(band)
 
 
-def _rate_test(r, q: str) -> str:
-    """McNemar p where one exists (one seed), else the bootstrap interval of the rate difference."""
-    p = r.get(f"{q}_p")
-    if pd.notna(p):
-        return f"p = {p:.3g}"
-    return f"{_signed(r.get(f'{q}_diff'))} [{_signed(r.get(f'{q}_low'))}, {_signed(r.get(f'{q}_high'))}]"
+def _quantity_cell(r, q: str, holm: bool = True) -> str:
+    """ "−3.30 [−4.05, −2.66], p 0.0002 (Holm 0.002)": a difference, its interval and p-values."""
+    digits = stats.QUANTITIES[q][3]
+    text = f"{_signed(r.get(f'{q}_diff'), digits)} [{_signed(r.get(f'{q}_low'), digits)}, "
+    text += f"{_signed(r.get(f'{q}_high'), digits)}], p {stats.format_p(r.get(f'{q}_p'))}"
+    if holm:
+        p_holm = r.get(f"{q}_p_holm")
+        text += f" (Holm {stats.format_p(p_holm)})" if pd.notna(p_holm) else " (decides nothing)"
+    return text
 
 
 _VERDICT_WORD = {1: "{a} better", -1: "{b} better"}
 
 
+def _verdict_word(r) -> str:
+    sig = stats.significance(r)
+    mixed = any(v > 0 for v in sig.values()) and any(v < 0 for v in sig.values())
+    word = "mixed" if mixed else _VERDICT_WORD.get(stats.verdict(r)[0], "no significant difference")
+    return word.format(a=r["model_a"], b=r["model_b"])
+
+
 def _paired_table(paired: pd.DataFrame) -> list[str]:
     rows = []
     for _, r in paired.iterrows():
-        sig = stats.significance(r)
-        sign = stats.verdict(r)[0]
-        mixed = any(v > 0 for v in sig.values()) and any(v < 0 for v in sig.values())
-        word = "mixed" if mixed else _VERDICT_WORD.get(sign, "no significant difference")
         rows.append(
             {
                 "a − b": f"{r['model_a']} − {r['model_b']}",
-                "pairs (E_res)": f"{_int(r['n_pairs'])} ({_int(r['n_e_res'])})",
-                "ΔE_res (kcal/mol) [95 %]": f"{_signed(r['e_res_diff'], 2)} "
-                f"[{_signed(r['e_res_low'], 2)}, {_signed(r['e_res_high'], 2)}]",
-                "Δpct (pp) [95 %]": f"{_signed(r['pct_diff'])} [{_signed(r['pct_low'])}, {_signed(r['pct_high'])}]",
+                "molecules / conformations / seeds": (
+                    f"{_int(r['n_molecules'])} / {_int(r['n_conformations'])} / {_int(r['n_seeds'])}"
+                ),
+                "ΔE_res (kcal/mol) [95 %], p": _quantity_cell(r, "e_res"),
+                "Δsuccess (pp) [95 %], p": _quantity_cell(r, "success"),
+                "Δdivergence (pp) [95 %], p": _quantity_cell(r, "diverged"),
                 "success a / b (%)": f"{_f(r['success_a'])} / {_f(r['success_b'])}",
-                "success: McNemar p or Δ [95 %]": _rate_test(r, "success"),
                 "diverged a / b (%)": f"{_f(r['diverged_a'])} / {_f(r['diverged_b'])}",
-                "divergence: McNemar p or Δ [95 %]": _rate_test(r, "diverged"),
-                "verdict": word.format(a=r["model_a"], b=r["model_b"]),
+                "verdict": _verdict_word(r),
             }
         )
     return _md_table(pd.DataFrame(rows))
+
+
+def _per_seed_table(per_seed: pd.DataFrame) -> list[str]:
+    """Each seed's own paired intervals (molecule bootstrap within the seed; raw p, no verdict)."""
+    rows = []
+    for _, r in per_seed.iterrows():
+        rows.append(
+            {
+                "a − b": f"{r['model_a']} − {r['model_b']}",
+                "seed": _seed(r["seed"]),
+                "molecules / conformations": f"{_int(r['n_molecules'])} / {_int(r['n_conformations'])}",
+                "ΔE_res (kcal/mol) [95 %], p": _quantity_cell(r, "e_res", holm=False),
+                "Δsuccess (pp) [95 %], p": _quantity_cell(r, "success", holm=False),
+                "Δdivergence (pp) [95 %], p": _quantity_cell(r, "diverged", holm=False),
+            }
+        )
+    return _md_table(pd.DataFrame(rows))
+
+
+def _statistics_note(pooled: pd.DataFrame) -> str:
+    """What the paired rows are: the resampling unit, the seeds, the family and its correction."""
+    n_mol = int(pooled["n_molecules"].max()) if pooled["n_molecules"].notna().any() else 0
+    n_seeds = int(pooled["n_seeds"].max()) if pooled["n_seeds"].notna().any() else 0
+    family = int(pooled["family_size"].max()) if pooled["family_size"].notna().any() else 0
+    seeds = (
+        f"{n_seeds} seeds, resampled with replacement before the molecules, so the interval carries "
+        "seed-to-seed variation (pairs are formed within a seed)"
+        if n_seeds > 1
+        else "1 seed"
+    )
+    return (
+        f"Intervals and p-values resample **test molecules** (all conformations of a drawn molecule "
+        f"together; up to {n_mol} molecules) with {seeds}: {stats.N_RESAMPLES:,} seeded resamples, 95 % "
+        f"percentile intervals, two-sided bootstrap p. Family: the {len(pooled)} comparisons above × "
+        f"{len(stats.QUANTITIES)} quantities (ΔE_res, Δsuccess, Δdivergence), {family} tests over at least "
+        f"{stats.MIN_MOLECULES} molecules, with Holm's correction. A model is called better only when a "
+        f"Holm-adjusted p < {stats.ALPHA:g} favours it and nothing significant is against it; a quantity "
+        f"over fewer than {stats.MIN_MOLECULES} molecules decides nothing."
+    )
 
 
 def _spread_table(spread: pd.DataFrame) -> list[str]:
@@ -306,8 +353,9 @@ def _unconverged_lines(unconverged: pd.DataFrame | None, n_converged: int | None
         total = n_converged + len(unconverged)
         rate = f" ({n_converged} of {total} converged, {100.0 * n_converged / total:.1f} %)"
     lines += [
-        f"{len(unconverged)} test conformation(s) whose oracle optimisation did not converge{rate} are left out "
-        "of every model's evaluation (a non-minimum as reference would make pct too high and E_res too small):",
+        f"{len(unconverged)} test conformation(s) whose oracle optimisation did not converge{rate} are "
+        "excluded from every metric and comparison (a non-minimum as reference would make pct too high and "
+        "E_res too small); they are listed here and in unconverged_references.csv:",
         "",
     ]
     return lines + _md_table(unconverged.fillna("–"))
@@ -339,9 +387,12 @@ def _findings(summary: pd.DataFrame, paired: pd.DataFrame, unconverged: pd.DataF
             )
         )
     if unconverged is not None and len(unconverged):
-        out.append(f"{len(unconverged)} test conformation(s) have no converged reference and are not evaluated.")
+        out.append(
+            f"{len(unconverged)} test conformation(s) have no converged reference: excluded from every metric "
+            "(listed below)."
+        )
     for protocol in _protocols(paired) if len(paired) else []:
-        rows = paired[(protocol_column(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])]
+        rows = paired[(protocol_column(paired) == protocol) & stats.is_pooled(paired)]
         where = "" if protocol == PAPER_PROTOCOL else f" [{protocol}, not the paper's protocol]"
         for _, r in rows.iterrows():  # the verdict's head; its numbers are in the paired section
             out.append(f"{r['comparison']}{where}: {r['verdict'].split(';')[0]}.")
@@ -357,16 +408,161 @@ def _findings(summary: pd.DataFrame, paired: pd.DataFrame, unconverged: pd.DataF
         out.append(
             f"The highest divergence rate is {div.idxmax()}'s ({_f(div.max())} % of the evaluated conformations)."
         )
-    if "oracle" in s.index and pd.notna(s.loc["oracle", "pct_mean"]) and abs(s.loc["oracle", "pct_mean"] - 100) > 1:
-        out.append(
-            f"Warning: the oracle's own mean pct is {_f(s.loc['oracle', 'pct_mean'])} %, not 100 %: "
-            "the reference energies and the evaluated geometries disagree."
-        )
+    out += _below_reference_finding(paper)
     out.append(
         "The paper's numbers come from 19 477 test conformations and 10^3-5x10^5 extra DFT calls at "
         "ωB97X-D/def2-SVP; compare this study's ordering of the models with the paper's, not the values."
     )
     return out
+
+
+def _below_reference_finding(paper: pd.DataFrame) -> list[str]:
+    """How often a model ended clearly below the oracle's reference minimum (E_res < -0.1 kcal/mol):
+    such a conformation counts as a success, but there the reference fell short, not the model.
+    (The oracle's own rows are pct = 100 by construction, so they cannot check the references.)"""
+    if "n_below_reference" not in paper or not paper["n_below_reference"].fillna(0).gt(0).any():
+        return []
+    per_model = paper.groupby("model", sort=False)["n_below_reference"].sum()
+    per_model = per_model[per_model > 0].sort_values(ascending=False)
+    listed = ", ".join(f"{m} {int(n)}" for m, n in per_model.items())
+    return [
+        f"{int(per_model.sum())} final geometries (over all models and seeds: {listed}) ended more than "
+        f"{-metrics.BELOW_REFERENCE_KCAL:g} kcal/mol below their reference minimum: they count as successes, "
+        "but the oracle's reference optimisation found a higher minimum there (column n_below_reference)."
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Test set and budget
+# ----------------------------------------------------------------------------------------------
+
+
+def _test_set_lines(test_set: pd.DataFrame | None, unconverged: pd.DataFrame | None) -> list[str]:
+    """How many test conformations and molecules every metric is over, and how far they are from
+    training (``train_rmsd``), or that this is not known."""
+    lines = ["## Test set", ""]
+    if test_set is None or not len(test_set):
+        return lines + ["(not given: the report was built without the test set)"]
+    n_conf = len(test_set[["molecule_id", "conformer_id"]].drop_duplicates())
+    n_mol = test_set["molecule_id"].nunique()
+    text = f"{n_conf} test conformations of {n_mol} molecules are evaluated"
+    if unconverged is not None and len(unconverged):
+        text += f" ({len(unconverged)} more have no converged reference and are excluded from every metric)"
+    text += ". "
+    rmsd = test_set["train_rmsd"].dropna() if "train_rmsd" in test_set else pd.Series(dtype=float)
+    if len(rmsd):
+        of = "" if len(rmsd) == n_conf else f" (known for {len(rmsd)} of {n_conf})"
+        text += (
+            "Distance from training (train_rmsd: all-atom RMSD after best superposition to the nearest "
+            f"training conformation of the same molecule): min {rmsd.min():.2f}, median {rmsd.median():.2f}, "
+            f"max {rmsd.max():.2f} Å{of}."
+        )
+    else:
+        text += (
+            "Distance from training: not known (the test set does not record train_rmsd: an imported test "
+            "set, test molecules without training conformations, or a test set made before it was recorded)."
+        )
+    return lines + [text]
+
+
+def _budget_lines(budget: pd.DataFrame | None) -> list[str]:
+    lines = ["## Budget per arm", ""]
+    if budget is None or not len(budget):
+        return lines + ["(not given: the report was built without the arms' label files)"]
+    # The last round of each numbered arm and seed, plus traj-k/trajeq-k; budget.csv has every round.
+    last = budget.groupby([budget["seed"].fillna(-1.0), "arm"], sort=False)["rounds"].transform("max")
+    shown = budget[(budget["rounds"] == last) | budget["arm"].isin(["traj", "trajeq"])]
+    rows = []
+    for _, r in shown.iterrows():
+        rows.append(
+            {
+                "seed": _seed(r["seed"]),
+                "model": r["model"],
+                "real oracle calls": _calls(r["oracle_calls"]),
+                "cache hits": _calls(r["cache_hits"]),
+                "labels (status ok)": _calls(r["labelled"]),
+                "new conformations": _calls(r["new_conformations"]),
+            }
+        )
+    note = (
+        "Real oracle calls: the calls the labelling jobs made (cache misses; a rerun that finds its labels in "
+        "the cache makes none). Labels: rows with status ok the model was trained on beyond D0 (for traj-k, "
+        "the trajectory frames after the start; trajeq-k trains on the same frames). New conformations: "
+        "distinct labelled geometries that are not in D0 or an earlier round of the same arm and seed "
+        "(exact coordinates)"
+    )
+    if budget["new_conformations"].isna().all():
+        note += "; not known here: the report was built without D0"
+    return lines + _md_table(pd.DataFrame(rows)) + ["", note + ". budget.csv has every round."]
+
+
+def _conformation_key(c) -> bytes:
+    """A conformation's identity for "already labelled": elements and exact coordinates (+0.0
+    makes -0.0 and 0.0 equal)."""
+    return c.species.tobytes() + (np.asarray(c.coordinates, dtype=np.float64) + 0.0).tobytes()
+
+
+def _label_file(path) -> tuple[float | None, str, int] | None:
+    """(seed or None, arm "golf"/"random"/"traj", round; 0 for traj) of a label file by its path:
+    ``[seed-<s>/]labels/round-<r>.h5``, ``labels/random-<r>.h5``, ``optimisation/traj.h5``."""
+    path = Path(path)
+    seed = re.search(r"seed-(\d+)", path.as_posix())
+    seed = float(seed.group(1)) if seed else None
+    m = re.fullmatch(r"(round|random)-(\d+)\.h5", path.name)
+    if m:
+        return seed, "golf" if m.group(1) == "round" else "random", int(m.group(2))
+    if path.name == "traj.h5":
+        return seed, "traj", 0
+    return None
+
+
+def arm_budgets(label_files, traj_models=(), d0=None) -> pd.DataFrame:
+    """Per seed and arm model (golf-r and random-r through round r, each traj-k and trajeq-k): the
+    real oracle calls (``oracle_calls`` attributes: cache misses), ``cache_hits``, ``labelled``
+    rows (status ok; for a trajectory file the frames after the start) and ``new_conformations``:
+    distinct labelled geometries not in ``d0`` and not in an earlier round of the same arm and seed
+    (NaN without ``d0``).
+
+    ``label_files``: paths named as in :func:`_label_file` (others are skipped with a warning);
+    ``traj_models``: the names the trajectory file stands for (traj-k, trajeq-k: one set of
+    trajectories, two training schemes).
+    """
+    from golf.oracle_optimize import extra_frames
+
+    known_d0 = {_conformation_key(c) for c in data.read(d0)} if d0 is not None else None
+    files: dict[tuple, list[tuple[int, Path]]] = {}
+    for path in label_files:
+        parsed = _label_file(path)
+        if parsed is None:
+            log.warning("%s: not a round, random or traj label file by its name; left out of the budget", path)
+            continue
+        seed, arm, r = parsed
+        files.setdefault((seed, arm), []).append((r, Path(path)))
+    rows = []
+    for (seed, arm), paths in files.items():
+        seen = set(known_d0 or ())
+        totals = {"oracle_calls": 0.0, "cache_hits": 0.0, "labelled": 0, "new_conformations": 0}
+        for r, path in sorted(paths):
+            labels = data.read(path)
+            ok = extra_frames(labels) if arm == "traj" else labels.labelled()
+            fresh = {_conformation_key(c) for c in ok} - seen
+            seen |= fresh
+            totals["oracle_calls"] += float(labels.attrs.get("oracle_calls", np.nan))
+            totals["cache_hits"] += float(labels.attrs.get("cache_hits", np.nan))
+            totals["labelled"] += len(ok)
+            totals["new_conformations"] += len(fresh)
+            names = list(traj_models) if arm == "traj" else [f"{arm}-{r}"]
+            for name in names:
+                kind = "trajeq" if name.startswith("trajeq-") else arm
+                row = {"seed": seed, "model": name, "arm": kind, "rounds": r, **totals}
+                if known_d0 is None:
+                    row["new_conformations"] = np.nan
+                rows.append(row)
+    columns = ["seed", "model", "arm", "rounds", "oracle_calls", "cache_hits", "labelled", "new_conformations"]
+    table = pd.DataFrame(rows, columns=columns)
+    seeds = table["seed"].fillna(-1.0)  # no seed first
+    order = sorted(range(len(table)), key=lambda i: (seeds.iat[i], model_sort_key(table["model"].iat[i])))
+    return table.iloc[order].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,16 +580,25 @@ def _require(df: pd.DataFrame, needs: Sequence[str], what: str) -> None:
 
 def _section(protocol: str, summary: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
     s = summary[protocol_column(summary) == protocol]
-    p = paired
-    if len(paired):
-        p = paired[(protocol_column(paired) == protocol) & paired["seed"].isin(["", stats.POOLED])]
+    mine = paired[protocol_column(paired) == protocol] if len(paired) else paired
+    p = mine[stats.is_pooled(mine)] if len(mine) else mine
     title = "This study: the paper's protocol" if protocol == PAPER_PROTOCOL else f"Second row set: {protocol}"
     lines = [f"## {title}", "", f"Every NNP row optimised with {_describe_protocol(protocol)}.", ""]
     lines += _results_table(s)
     lines += ["", f"### Paired comparisons ({protocol})", ""]
     if len(p):
         lines += _paired_table(p)
-        lines += ["", *[f"- {r['comparison']}: {r['verdict']}" for _, r in p.iterrows()]]
+        lines += ["", _statistics_note(p), ""]
+        lines += [f"- {r['comparison']}: {r['verdict']}" for _, r in p.iterrows()]
+        per_seed = mine[~stats.is_pooled(mine)]
+        if len(per_seed):
+            lines += ["", f"### Paired comparisons per seed ({protocol})", ""]
+            lines += [
+                "Each seed alone: molecule bootstrap within the seed, raw p-values, no correction and no "
+                "verdict (the verdicts come from the rows above, which resample the seeds too).",
+                "",
+            ]
+            lines += _per_seed_table(per_seed)
     else:
         lines += ["(no pair of models to compare)"]
     spread = stats.seed_spread(s)
@@ -408,20 +613,26 @@ _DEFINITIONS = (
     "E_T > E_0, or no DFT energy of the final geometry (the trajectory went non-finite, the DFT label "
     "failed, or the final row is missing); pct_div over every conformation the model was run on "
     "(n evaluated); mean pct, std, mean E_res and pct_success (E_res < {thr:g} kcal/mol) over the "
-    "labelled, non-diverged ones, as in the paper. Rate intervals: 95 % Wilson. COV/MAT: RDKit "
-    "GetBestRMS over all atoms (symmetry-aware) within a molecule, δ = {delta:g} Å. Oracle: the DFT "
-    "optimisation itself, pct = 100 by definition. Paired comparisons (golf.stats): a − b over the "
-    "conformations evaluated by both; ΔE_res and Δpct over those valid and not diverged for both "
-    "(count in brackets), 95 % BCa bootstrap intervals (seeded); success and divergence by an exact "
-    "McNemar test (p), or with several seeds the bootstrap interval of the per-conformation "
-    "seed-averaged difference. A model is called better only when an interval excludes zero or "
-    "p < {alpha:g} in its favour and nothing is significant against it. paired.csv has every row, "
-    "per seed too."
+    "labelled, non-diverged ones, as in the paper. below ref.: E_res < {below:g} kcal/mol, a lower "
+    "minimum than the oracle's reference (counted as a success). Rate intervals: 95 % Wilson. COV/MAT: "
+    "RDKit GetBestRMS over all atoms (symmetry-aware) within a molecule, δ = {delta:g} Å. Oracle: the "
+    "DFT optimisation itself, pct = 100 by construction. Paired comparisons (golf.stats): a − b over the "
+    "conformations evaluated by both models, pairs formed within a seed; ΔE_res over the pairs valid "
+    "and not diverged for both, Δsuccess and Δdivergence as differences of two proportions over every "
+    "pair (percentage points); bootstrap over test molecules (and seeds), 95 % percentile intervals, "
+    "two-sided bootstrap p, Holm's correction over each protocol's family of comparisons × quantities. "
+    "A model is called better only when a Holm-adjusted p < {alpha:g} is in its favour and nothing is "
+    "significant against it. paired.csv has every row, per seed too."
 )
 
 
 def _summary_lines(
-    summary: pd.DataFrame, paired: pd.DataFrame, settings: Mapping[str, Any], unconverged: pd.DataFrame | None
+    summary: pd.DataFrame,
+    paired: pd.DataFrame,
+    settings: Mapping[str, Any],
+    unconverged: pd.DataFrame | None,
+    test_set: pd.DataFrame | None = None,
+    budget: pd.DataFrame | None = None,
 ) -> list[str]:
     lines = ["# GOLF study report", ""]
     protocols = _protocols(summary)
@@ -429,7 +640,14 @@ def _summary_lines(
         lines += ["**No row was evaluated with the paper's protocol**: every table below is a departure from it.", ""]
     for protocol in protocols:
         lines += _section(protocol, summary, paired)
-    lines += [_DEFINITIONS.format(thr=SUCCESS_THRESHOLD_KCAL, delta=COV_DELTA, alpha=stats.ALPHA), ""]
+    lines += [
+        _DEFINITIONS.format(
+            thr=SUCCESS_THRESHOLD_KCAL, below=metrics.BELOW_REFERENCE_KCAL, delta=COV_DELTA, alpha=stats.ALPHA
+        ),
+        "",
+    ]
+    lines += _test_set_lines(test_set, unconverged) + [""]
+    lines += _budget_lines(budget) + [""]
     oracle = summary[(summary["model"] == "oracle") & (summary["protocol"] == PAPER_PROTOCOL)]
     n_converged = int(oracle["n"].iloc[0]) if len(oracle) and "n" in oracle and pd.notna(oracle["n"].iloc[0]) else None
     lines += _unconverged_lines(unconverged, n_converged) + [""]
@@ -455,6 +673,8 @@ def write_report(
     settings: Mapping[str, Any] | None = None,
     *,
     unconverged: pd.DataFrame | None = None,
+    test_set: pd.DataFrame | None = None,
+    budget: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``outdir/summary.md``, ``outdir/paired.csv`` and the plots (``PLOTS``, PNG and SVG).
 
@@ -466,7 +686,10 @@ def write_report(
     diverged, success and e_res_kcal the paired comparisons of ``golf.stats`` are made).
     ``settings``: the study settings, nested dicts allowed, listed flattened. ``unconverged``:
     test conformations whose reference optimisation did not converge, one row each, listed as
-    given (None: the report says it was not given). Rows of the paper's protocol come first; any
+    given (None: the report says it was not given). ``test_set``: the evaluated test conformations,
+    one row each (molecule_id, conformer_id, optionally train_rmsd); None: taken from
+    ``per_conformation_final``'s evaluated rows. ``budget``: :func:`arm_budgets` (None: not given).
+    Rows of the paper's protocol come first; any
     other protocol is a second, labelled row set. Plots show the paper's protocol (seed means).
     Returns the paths written.
     """
@@ -494,7 +717,10 @@ def write_report(
         paired = pd.DataFrame(columns=list(stats.PAIRED_COLUMNS))
 
     md = outdir / "summary.md"
-    md.write_text("\n".join(_summary_lines(summary, paired, settings or {}, unconverged)) + "\n", encoding="utf-8")
+    if test_set is None and "evaluated" in final:
+        test_set = final[final["evaluated"].astype(bool)]
+    lines = _summary_lines(summary, paired, settings or {}, unconverged, test_set, budget)
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     paired.to_csv(outdir / "paired.csv", index=False)
     return [md, outdir / "paired.csv", *plots.write_plots(summary, steps, final, outdir)]
 
@@ -605,9 +831,18 @@ def build_report(
     outdir,
     random_labels=(),
     model_metrics=(),
+    d0=None,
+    budget_labels=(),
 ) -> None:
-    """summary.md, summary.csv, steps.csv, paired.csv, unconverged_references.csv and the plots
-    in ``outdir``."""
+    """summary.md, summary.csv, steps.csv, paired.csv, unconverged_references.csv, budget.csv and
+    the plots in ``outdir``.
+
+    ``round_labels``, ``random_labels``: one seed's label files in round order (the models'
+    extra oracle calls, used to match budgets); ``traj``: the trajectory baseline's files.
+    Optional: ``d0`` (results/d0.h5), so the budget can tell new conformations from D0's;
+    ``budget_labels``: every seed's ``[seed-<s>/]labels/round-<r>.h5``, ``labels/random-<r>.h5``
+    and ``optimisation/traj.h5`` for the budget per seed and arm (default: the files above).
+    """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     final_step = evaluation["timelimit"]
@@ -634,8 +869,10 @@ def build_report(
     for (mid, cid), geom in reference_geoms.items():
         final_geoms[("oracle", mid, cid)] = geom  # every protocol: the oracle's rows do not depend on it
 
-    traj_models = [m for m in per_step["model"].unique() if m.startswith("traj-")]
+    # traj-k and trajeq-k train on the same trajectories: the same extra calls.
+    traj_models = sorted(m for m in per_step["model"].unique() if re.fullmatch(r"(traj|trajeq)-\d+", m))
     extra_calls = extra_oracle_calls(round_labels, traj, traj_models, random_labels)
+    budget = arm_budgets(list(budget_labels) or [*round_labels, *random_labels, *traj], traj_models, d0)
 
     # All atoms, not heavy atoms: the default study's molecules have 2-7 heavy atoms, where a
     # heavy-atom RMSD hardly distinguishes conformers (RDKit's GetBestRMS handles H symmetry).
@@ -654,6 +891,17 @@ def build_report(
     summary.to_csv(outdir / "summary.csv", index=False)
     steps.to_csv(outdir / "steps.csv", index=False)
     unconverged.to_csv(outdir / "unconverged_references.csv", index=False)
+    budget.to_csv(outdir / "budget.csv", index=False)
     if len(unconverged):
-        log.warning("%d test conformations have no converged reference (listed in the report)", len(unconverged))
-    write_report(summary, steps, finals, outdir, settings, unconverged=unconverged)
+        log.warning(
+            "%d test conformations have no converged reference: excluded from every metric, listed in the report",
+            len(unconverged),
+        )
+    tested = pd.DataFrame(
+        {
+            "molecule_id": [c.molecule_id for c in rows],
+            "conformer_id": [c.conformer_id for c in rows],
+            "train_rmsd": [evaluate.train_rmsd(c) for c in rows],
+        }
+    )
+    write_report(summary, steps, finals, outdir, settings, unconverged=unconverged, test_set=tested, budget=budget)

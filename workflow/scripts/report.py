@@ -1,6 +1,5 @@
 """Rule report: the study's Table 2, per-step metrics and plots (results/report/)."""
 
-import inspect
 from pathlib import Path
 
 from golf.report import build_report
@@ -17,18 +16,10 @@ def first_seed(paths):
     return [p for p in paths if Path(p).parent == Path(paths[0]).parent] if paths else []
 
 
-# The rule hands over every seed's label files and D0 (issue 19: each arm's budget and coverage).
 # build_report numbers rounds by their position in round_labels/random_labels, so those get the
-# first seed's files; every seed's go to budget_labels, and D0 as d0, where it takes them (checked
-# so that this script runs with either version of golf.report while it changes). Every seed's
-# d0.h5 holds the same labelled conformations (only the validation marks differ by seed), so the
-# first one stands for all.
-accepted = inspect.signature(build_report).parameters
-extra = {}
-if "budget_labels" in accepted:
-    extra["budget_labels"] = [*inputs.round_labels, *inputs.random_labels, *inputs.traj_labels]
-if "d0" in accepted and len(inputs.d0):
-    extra["d0"] = inputs.d0[0]
+# first seed's files; every seed's go to budget_labels (issue 19: each arm's real oracle calls and
+# new conformations per seed). Every seed's d0.h5 holds the same labelled conformations (only the
+# validation marks differ by seed), so the first one stands for all.
 build_report(
     per_step_csvs=inputs.per_step,
     eval_labels=inputs.labels,
@@ -40,5 +31,6 @@ build_report(
     evaluation=snakemake.params.evaluation,
     settings=snakemake.params.settings,
     outdir=Path(snakemake.output.summary).parent,
-    **extra,
+    budget_labels=[*inputs.round_labels, *inputs.random_labels, *inputs.traj_labels],
+    d0=inputs.d0[0] if len(inputs.d0) else None,
 )
