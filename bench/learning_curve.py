@@ -3,7 +3,9 @@
 Issue 13.6: where does a from-scratch NNP enter the paper's regime (diverges on some
 conformations, not on most)? This measures it on *validation* conformations, never the study's
 test set: the molecules of ``--molecules``, conformers drawn with ``--conformer-seed`` (not the
-study's ``conformers.seed``), split by conformer as the default study. For each D0 size n (train
+study's ``conformers.seed``), split by conformer as the default study, so each validation
+conformation is at least ``rmsd_threshold`` from every training conformation of its molecule
+(issue 19; the largest D0 size's, which holds every smaller one's). For each D0 size n (train
 conformers per molecule, nested: size 4 holds size 2's) a baseline is trained with the study
 config's settings and evaluated with the paper's protocol (L-BFGS lr 1, max_iter 5, no cap, T
 steps) against geomeTRIC minima of the validation conformations; DFT is the study's oracle, so
