@@ -197,7 +197,11 @@ def run_golf_trajectories(
     return out
 
 
-def _frames(traj: _Running, end: str, round_index: int) -> list[Conformer]:
+def _frames(
+    traj: _Running, end: str, round_index: int, first_step: int = 0, marks: dict | None = None
+) -> list[Conformer]:
+    """The trajectory's frames as conformers, numbered from ``first_step``, with ``marks`` added
+    to every frame's properties."""
     start = traj.start
     nan_forces = np.full((len(start.species), 3), np.nan)
     frames = []
@@ -212,7 +216,7 @@ def _frames(traj: _Running, end: str, round_index: int) -> list[Conformer]:
                 status="unlabelled",
                 props={
                     "traj": traj.traj,
-                    "step": step,
+                    "step": first_step + step,
                     "start_row": traj.start_row,
                     "round": round_index,
                     "nnp_energy": traj.nnp_energies[step],
@@ -220,7 +224,8 @@ def _frames(traj: _Running, end: str, round_index: int) -> list[Conformer]:
                     "mmff_energy": traj.mmff[step],
                     "repaired": int(traj.repaired[step]),
                     "end_reason": end,
-                },
+                }
+                | (marks or {}),
             )
         )
     return frames
@@ -356,26 +361,4 @@ def continue_trajectories(
 
 def _frames_beyond(traj: _Running, end: str, first_step: int, round_index: int) -> list[Conformer]:
     """The continuation's frames (steps first_step, first_step + 1, ...), marked ``beyond_end``."""
-    start = traj.start
-    return [
-        Conformer(
-            start.molecule_id,
-            start.conformer_id,
-            start.species,
-            positions,
-            status="unlabelled",
-            props={
-                "traj": traj.traj,
-                "step": first_step + k,
-                "start_row": traj.start_row,
-                "round": round_index,
-                "nnp_energy": traj.nnp_energies[k],
-                "nnp_forces": traj.nnp_forces[k],
-                "mmff_energy": traj.mmff[k],
-                "repaired": int(traj.repaired[k]),
-                "end_reason": end,
-                "beyond_end": 1,
-            },
-        )
-        for k, positions in enumerate(traj.positions)
-    ]
+    return _frames(traj, end, round_index, first_step, {"beyond_end": 1})
