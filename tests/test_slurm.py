@@ -332,6 +332,7 @@ PROJECT_RULES = {  # every rule of the workflow that the tiny study runs
     "conformers", "label_chunk", "gather_labels", "train_baseline", "golf_optimize", "golf_select",
     "golf_train", "golf_round_stats", "oracle_optimize", "gather_optimisation", "train_traj",
     "eval_optimize", "eval_table", "report", "random_select", "random_train", "d0", "test_set",
+    "train_trajeq_final",
 }  # fmt: skip
 
 
