@@ -21,6 +21,8 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_-]+(\.capped-[0-9.e+-]+)?",
     k=r"\d+",
     seed=r"\d+",
+    # the directory of a seed's files ("seed-<s>/"), or "" for those all seeds share
+    seeddir=r"(seed-\d+/)?",
 
 
 include: "rules/common.smk"

@@ -1,4 +1,4 @@
-"""golf.data at paper scale against plain h5py on the same arrays (issue 12, part 5).
+"""golf.data.dataset at paper scale against plain h5py on the same arrays (issue 12, part 5).
 
 Two synthetic files of nablaDFT-sized molecules (41 atoms, 50 formulas):
 - a trajectory file of --rows conformations (traj-500k: 5x10^5 frames), with two per-conformer
@@ -6,7 +6,7 @@ Two synthetic files of nablaDFT-sized molecules (41 atoms, 50 formulas):
 - an evaluation frames file of 19 477 test conformations x 11 steps (the paper's D_test and its
   evaluation steps), as eval_optimize writes it.
 
-For each: golf.data.write from conformer rows (how the workflow produces them) and golf.data.read
+For each: golf.data.dataset.write from conformer rows (how the workflow produces them) and golf.data.dataset.read
 (whole arrays per formula group, conformers made on demand), against h5py writing and reading the
 same group arrays; rows per second, the ratio, and the peak traced memory of a read against the
 size of the arrays it returns.
@@ -97,12 +97,12 @@ def measure(name: str, n: int, workdir: Path) -> None:
 
     print(f"{name}: {n} rows, arrays {size / 1e6:.0f} MB")
     print(
-        f"  read : golf.data {n / t_read:10.0f} rows/s   h5py {n / t_h5read:10.0f} rows/s"
+        f"  read : golf.data.dataset {n / t_read:10.0f} rows/s   h5py {n / t_h5read:10.0f} rows/s"
         f"   h5py/golf {t_read / t_h5read:5.2f}x   peak memory {peak / 1e6:.0f} MB = {peak / size:.2f}x the arrays"
     )
     print(
-        f"  write: golf.data {n / t_write:10.0f} rows/s   h5py {n / t_h5write:10.0f} rows/s"
-        f"   h5py/golf {t_write / t_h5write:5.2f}x   (golf.data from conformer rows, h5py from finished arrays)"
+        f"  write: golf.data.dataset {n / t_write:10.0f} rows/s   h5py {n / t_h5write:10.0f} rows/s"
+        f"   h5py/golf {t_write / t_h5write:5.2f}x   (golf.data.dataset from conformer rows, h5py from finished arrays)"
     )
     print(f"  one column ({len(energies)} energies) of the read dataset: {t_column * 1e3:.1f} ms")
 

@@ -1,4 +1,4 @@
-"""Overhead of golf.oracle over bare psi4.gradient calls.
+"""Overhead of golf.oracle.oracle over bare psi4.gradient calls.
 
 Labels the same ~20 RDKit ETKDG conformations (5 each of ethanol, acetic acid, ethylene glycol,
 glycine) twice, alternating, ``--repeats`` times:
@@ -30,7 +30,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from golf import data
-from golf.oracle import Oracle, OracleSettings, find_psi4_python
+from golf.oracle.oracle import Oracle, OracleSettings, find_psi4_python
 
 SMILES = ("CCO", "CC(=O)O", "OCCO", "NCC(=O)O")
 
@@ -177,7 +177,7 @@ def main() -> None:
         (f"with start-up, best of {args.repeats}", peer_total, our_total),
         (f"Psi4 process CPU, best of {args.repeats}", min(p["cpu_s"] for p in peers), min(o["cpu_s"] for o in ours)),
     ]
-    print(f"{'':30s}{'peer (bare psi4)':>18s}{'golf.oracle':>14s}{'ratio':>8s}")
+    print(f"{'':30s}{'peer (bare psi4)':>18s}{'golf.oracle.oracle':>14s}{'ratio':>8s}")
     for name, peer, our in rows:
         print(f"{name:30s}{peer:16.2f} s{our:12.2f} s{our / peer:8.3f}")
     overhead = [100 * (our / peer - 1) for _, peer, our in rows]

@@ -49,15 +49,15 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    from golf import config as golf_config
-    from golf import evaluate, metrics
-    from golf.conformers import generate_conformers, read_molecule_list
-    from golf.labels import label_pending
-    from golf.oracle import Oracle
-    from golf.oracle_optimize import oracle_trajectories
-    from golf.train import train
-    from golf.validation import mark_validation
-    from golf.workflow import new_model, oracle_settings, train_settings
+    from golf.chem.conformers import generate_conformers, read_molecule_list
+    from golf.cli import config as golf_config
+    from golf.oracle.labels import label_pending
+    from golf.oracle.oracle import Oracle
+    from golf.oracle.trajectories import oracle_trajectories
+    from golf.study import evaluate, metrics
+    from golf.study.jobs import new_model, oracle_settings, train_settings
+    from golf.train.trainer import train
+    from golf.train.validation import mark_validation
 
     torch.set_num_threads(args.threads)
     cfg = golf_config.load(args.config)
@@ -129,8 +129,8 @@ def _golf_steps(model, d0) -> dict:
     """One GOLF round's selection from this baseline (NNP and MMFF only, no DFT), with and without
     the 0.02 A step cap: the median step of the selected frame and the share of step-0 picks (a
     rise at the first step re-labels a D0 conformation, which teaches the model nothing new)."""
-    from golf.explore import run_golf_trajectories
-    from golf.select import select_from_trajectories
+    from golf.active.explore import run_golf_trajectories
+    from golf.active.select import select_from_trajectories
 
     out = {}
     for name, cap in (("uncapped", None), ("capped", 0.02)):

@@ -1,9 +1,9 @@
-"""Our oracle (golf.oracle) against real nablaDFT labels at the paper's level, wB97X-D/def2-SVP.
+"""Our oracle (golf.oracle.oracle) against real nablaDFT labels at the paper's level, wB97X-D/def2-SVP.
 
 The peer is data nobody here produced: ``nabladft-60.db`` (../shared/reference/nabladft, see its
 README), 60 conformations labelled by the nablaDFT authors with Psi4 at wB97X-D/def2-SVP. We take
 the ``--n`` smallest (fewest atoms; each call is minutes on 2 cores), compute them with
-:class:`golf.oracle.Oracle` at its defaults (the paper's oracle: Psi4 defaults otherwise,
+:class:`golf.oracle.oracle.Oracle` at its defaults (the paper's oracle: Psi4 defaults otherwise,
 golf-paper.md §4.1) and print, per conformation and overall:
 
 - energy: ours minus the atomrefs (the database's convention) against ``data.energy``, Hartree and
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from golf.formats import read_atomrefs
-from golf.oracle import Oracle, OracleSettings
+from golf.data.formats import read_atomrefs
+from golf.oracle.oracle import Oracle, OracleSettings
 from golf.units import HARTREE_TO_KCALPERMOL
 
 DEFAULT_DB = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nabladft" / "nabladft-60.db"

@@ -1,9 +1,9 @@
-"""Throughput of golf.optimize.BatchedLBFGS against its peers and against the model's raw speed.
+"""Throughput of golf.optim.lbfgs.BatchedLBFGS against its peers and against the model's raw speed.
 
 One process, one randomly initialised TorchANI model (built locally: no downloads; the network is
 switched off while it runs), the same drug-like RDKit ETKDG conformations (20-40 atoms) for all:
 
-  (a) ours: golf.optimize.optimize, all conformations in one batch, exactly ``--steps`` outer
+  (a) ours: golf.optim.lbfgs.optimize, all conformations in one batch, exactly ``--steps`` outer
       steps each (one outer step = one torch.optim.LBFGS.step = up to 5 evaluations);
   (b) same semantics: torch.optim.LBFGS (lr 1, max_iter 5, history 100, no line search: GOLF's
       optimiser), molecule by molecule with the same model, the same number of steps;
@@ -168,7 +168,7 @@ def bench_raw(model, species, coords, device, repeats: int, blocks: int = 3) -> 
 
 
 def bench_ours(model, species, coords, device, steps: int, batch_size: int, repair: bool) -> dict:
-    from golf.optimize import optimize
+    from golf.optim.lbfgs import optimize
 
     ef = Timed(model, device)
     optimize(ef, species[:2], coords[:2], steps=2, batch_size=2, device=device)  # warm-up

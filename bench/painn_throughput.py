@@ -9,21 +9,21 @@ to a named peer measured in the same run:
         - PaiNN, the paper's size (128 features, 3 interactions, 50 Bessel functions, 5 A), in our
           flat layout with the pairs inside the cutoff only,
         - the same model with ``network.pairs = "all"`` (every pair: the authors' layout),
-        - the default study's ANI backbone (``golf.workflow.new_model`` with config/config.yaml);
+        - the default study's ANI backbone (``golf.study.jobs.new_model`` with config/config.yaml);
   (2) geometry optimisation with PaiNN, in model evaluations per second (conformation-evaluations:
       one batched call of k conformations counts k), ``--opt-conf`` conformations, ``--steps``
       outer steps each:
-        (a) ours: ``golf.optimize.optimize``, all conformations in one batch or in batches of
+        (a) ours: ``golf.optim.lbfgs.optimize``, all conformations in one batch or in batches of
             ``--opt-batch`` (exact steps, no close-atom repair: the same semantics as (b)),
         (b) ``torch.optim.LBFGS(lr=1, max_iter=5, history_size=100)`` molecule by molecule, float32
             positions, as the authors run it,
-        (c) ASE's LBFGS molecule by molecule through ``golf.calculator.NNPCalculator``
+        (c) ASE's LBFGS molecule by molecule through ``golf.optim.calculator.NNPCalculator``
             (one ASE step = one evaluation);
-  (3) training steps per second (``golf.train.train``: energy + force loss, so a double backward)
+  (3) training steps per second (``golf.train.trainer.train``: energy + force loss, so a double backward)
       at ``--train-batch`` for PaiNN and ANI on the conformations' DFT labels (total energies =
       data.energy + atomrefs, forces), the median of the per-step times after the first step.
 
-PaiNN is the authors' trained GOLF-10k checkpoint (``golf.nnp.import_schnetpack_painn``): trained
+PaiNN is the authors' trained GOLF-10k checkpoint (``golf.nnp.model.import_schnetpack_painn``): trained
 weights keep L-BFGS trajectories molecule-shaped, and the cost of an evaluation does not depend
 on the weights. ANI is untrained (its cost does not depend on the weights either).
 
@@ -92,7 +92,7 @@ def throughput(model, conformers: list, batch: int, repeats: int, device: torch.
     """Conformations per wall second and per CPU second (this process, all threads) of energy+forces
     on ``batch`` tiled conformations, each the best of ``repeats`` calls. CPU time is disturbed
     less than wall time by other work on a shared machine."""
-    from golf.nnp import padded_batch
+    from golf.nnp.model import padded_batch
 
     b = padded_batch(tiled(conformers, batch))
     species, coords = b.species.to(device), b.coordinates.to(device, torch.float32)
@@ -111,7 +111,7 @@ def throughput(model, conformers: list, batch: int, repeats: int, device: torch.
 
 # ---------------------------------------------------------------- (2) optimisers
 def bench_ours(model, species, coords, steps: int, batch: int, device: torch.device) -> dict:
-    from golf.optimize import optimize
+    from golf.optim.lbfgs import optimize
 
     ef = Counted(model, device)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -155,7 +155,7 @@ def bench_ase(model, species, coords, steps: int, device: torch.device) -> dict:
     import ase
     from ase.optimize import LBFGS
 
-    from golf.calculator import NNPCalculator
+    from golf.optim.calculator import NNPCalculator
 
     calc = NNPCalculator(model, device=str(device))
     t0, c0 = time.perf_counter(), time.process_time()
@@ -181,8 +181,8 @@ def bench_ase(model, species, coords, steps: int, device: torch.device) -> dict:
 # ---------------------------------------------------------------- (3) training
 def training_rate(model, d0, batch: int, steps: int, device: torch.device) -> tuple[float, float]:
     """Steps per wall second (the median of the per-step times after the first step, which pays
-    for first calls) and per CPU second (the whole call, set-up included) of golf.train.train."""
-    from golf.train import TrainSettings, train
+    for first calls) and per CPU second (the whole call, set-up included) of golf.train.trainer.train."""
+    from golf.train.trainer import TrainSettings, train
 
     # no validation: the metrics rows (one per step) then time training steps only
     settings = TrainSettings(steps=steps, batch_size=batch, val_fraction=0.0, eval_every=1, device=str(device))
@@ -239,12 +239,12 @@ def main(argv=None) -> int:
 
     socket.socket.connect = _no_network  # nothing may be downloaded
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as golf.train does, so (1) and (3) run under the same setting
-    from golf import config as golf_config
-    from golf.formats import read_ase_db, read_atomrefs
-    from golf.nnp import import_schnetpack_painn, resolve_device
+    torch.set_flush_denormal(True)  # as golf.train.trainer does, so (1) and (3) run under the same setting
+    from golf.cli import config as golf_config
+    from golf.data.formats import read_ase_db, read_atomrefs
+    from golf.nnp.model import import_schnetpack_painn, resolve_device
+    from golf.study.jobs import new_model
     from golf.units import HARTREE_TO_KCALPERMOL
-    from golf.workflow import new_model
 
     device = resolve_device(args.device)
     d0 = read_ase_db(args.db)  # total energies (data.energy + atomrefs), forces, Hartree units
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
         opt_batch = args.opt_batch or args.opt_conf
         print(f"(2) PaiNN geometry optimisation, {args.opt_conf} conformations x {args.steps} steps, evaluations/s")
         runs = {
-            f"(a) golf.optimize, batch {opt_batch}": bench_ours(painn, species, coords, args.steps, opt_batch, device),
+            f"(a) golf.optim, batch {opt_batch}": bench_ours(painn, species, coords, args.steps, opt_batch, device),
             "(b) torch.optim.LBFGS one by one": bench_torch(painn, species, coords, args.steps, device),
             "(c) ASE LBFGS one by one": bench_ase(painn, species, coords, args.steps, device),
         }
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
             print(f"    ours / {peer[4:]:30s} {_ratios(rates[list(runs)[0]], rates[peer])}", flush=True)
 
     if "train" not in skip:
-        from golf.data import Dataset
+        from golf.data.dataset import Dataset
 
         # enough rows for full batches without replacement (each batch draws distinct rows)
         data = Dataset(dict(d0.molecules), tiled(conformers, max(len(conformers), args.train_batch)), dict(d0.attrs))

@@ -2,7 +2,7 @@
 
 Builds, in a temporary folder, a D0 of 10 000 labelled conformations of 4 000 molecules and a
 test set of 19 477 conformations of 10 000 molecules (golf-paper.md §5), written with
-``golf.data`` in the project's format and named under ``data.d0`` / ``data.test`` (imported by
+``golf.data.dataset`` in the project's format and named under ``data.d0`` / ``data.test`` (imported by
 rules/import.smk, as a user brings the authors' D-0.db and D-test.db). The conformations are
 copies of the 60 nablaDFT conformations (``/work/shared/reference/nabladft/nabladft-60.db``,
 29-53 atoms, their ωB97X-D/def2-SVP labels) with 0.01 Å random displacements and distinct
@@ -51,9 +51,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from golf import config as golf_config
-from golf.data import Conformer, Dataset, Molecule, write
-from golf.formats import import_file
+from golf.cli import config as golf_config
+from golf.data.dataset import Conformer, Dataset, Molecule, write
+from golf.data.formats import import_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NABLADFT = Path("/work/shared/reference/nabladft/nabladft-60.db")
@@ -176,7 +176,7 @@ def oracle_calls(cfg: dict, n_d0: int, n_test: int, jobs: Counter, traj_steps: i
     """Oracle (DFT) calls the validated config implies, by purpose."""
     k, chunks = golf_config.traj_budget(cfg), cfg["oracle"]["chunks"]
     share = -(-k // chunks)  # rules/common.smk get_traj_params
-    # A chunk starts whole trajectories until its share is spent (golf.oracle_optimize), so it
+    # A chunk starts whole trajectories until its share is spent (golf.oracle.trajectories), so it
     # runs ceil(share / length) of them; the gather keeps k. Frame 0 is D0's label (a cache hit).
     traj_run = chunks * math.ceil(share / traj_steps) * traj_steps
     # Each study seed repeats the rounds, the control and traj-k; D0 and the references are shared.

@@ -7,7 +7,7 @@ spent and its final energy relative to the lowest of the three (kcal/mol):
 
     .venv/bin/python bench/reference_optimiser.py --n 6
 
-- ``geometric``: golf.oracle_optimize with optimiser="geometric" (TRIC, Gaussian criteria).
+- ``geometric``: golf.oracle.trajectories with optimiser="geometric" (TRIC, Gaussian criteria).
 - ``lbfgs``: the same with ASE's LBFGS, fmax 1e-3 Hartree/A, step cap 0.2 A (the old reference).
 - ``optking``: ``psi4.optimize`` in Psi4's own interpreter, Psi4's default criteria (QCHEM:
   max force 3e-4 Hartree/Bohr, energy change 1e-6, max displacement 1.2e-3), no cache.
@@ -56,13 +56,13 @@ def main() -> None:
 
     from rdkit.Chem import GetPeriodicTable
 
-    from golf import config as golf_config
-    from golf.conformers import generate_conformers, read_molecule_list
-    from golf.evaluate import reference_test_set
-    from golf.oracle import Oracle
-    from golf.oracle_optimize import oracle_trajectories
-    from golf.worker_pool import find_psi4_python
-    from golf.workflow import oracle_settings
+    from golf.chem.conformers import generate_conformers, read_molecule_list
+    from golf.cli import config as golf_config
+    from golf.oracle.oracle import Oracle
+    from golf.oracle.trajectories import oracle_trajectories
+    from golf.oracle.worker_pool import find_psi4_python
+    from golf.study.evaluate import reference_test_set
+    from golf.study.jobs import oracle_settings
 
     cfg = golf_config.load(args.config)
     specs, _ = read_molecule_list(ROOT / cfg["molecules"])

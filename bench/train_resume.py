@@ -1,11 +1,11 @@
 """Training speed (gradient steps per second) and what resumable checkpoints cost.
 
-Trains the config's NNP (``golf.workflow.new_model``, the model the workflow builds) on
+Trains the config's NNP (``golf.study.jobs.new_model``, the model the workflow builds) on
 MMFF-labelled RDKit conformations of the config's molecule list, or of a few nablaDFT-sized
 drug-like molecules (``--large``, about 20-45 atoms), at the config's batch size (or
 ``--batch``), alternating, ``--repeats`` times:
 
-- peer: ``golf.train.train`` without a checkpoint,
+- peer: ``golf.train.trainer.train`` without a checkpoint,
 - ours: the same run writing a checkpoint every ``--every`` steps (default 1, so the difference
   is the cost of one checkpoint write, printed with its share at the default of 1000 steps).
 
@@ -31,12 +31,12 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from golf import config as golf_config
-from golf.conformers import read_molecule_list
-from golf.data import Conformer, Dataset, Molecule
-from golf.train import TrainSettings, train
+from golf.chem.conformers import read_molecule_list
+from golf.cli import config as golf_config
+from golf.data.dataset import Conformer, Dataset, Molecule
+from golf.study.jobs import new_model
+from golf.train.trainer import TrainSettings, train
 from golf.units import HARTREE_TO_KCALPERMOL
-from golf.workflow import new_model
 
 # nablaDFT-sized drug-like molecules (nablaDFT: 8-62 atoms, most 30-45).
 LARGE = (

@@ -5,8 +5,14 @@ import shutil
 
 # The package is installed where Snakemake runs (`pip install -e .`) and into each conda env
 # (envs/*.post-deploy.sh installs this checkout, found through GOLF_SOURCE).
-from golf.config import ConfigError, golf_budget, traj_budget, validate
-from golf.evaluate import protocol_name
+from golf.cli.config import ConfigError, golf_budget, traj_budget, validate
+from golf.study.names import (
+    model_name,
+    protocol_name,
+    round_seed,
+    seed_dir,
+    seed_of_path,
+)
 
 os.environ.setdefault(
     "GOLF_SOURCE", os.path.dirname(os.path.abspath(workflow.main_snakefile))
@@ -24,39 +30,36 @@ BYO_TEST = config["data"]["test"]
 # An imported test set that carries its minima energies needs no reference optimisations.
 KNOWN_MINIMA = bool(BYO_TEST and config["data"]["test_minima"])
 
-# Seeds (study.seeds): one keeps the single-study layout (results/models/golf-1.pt, what users
-# and tests rely on); several put each seed's D0 validation split (d0.h5), models, rounds,
-# trajectory baseline and evaluations under results/seed-{seed}/ (logs, benchmarks alike).
-# Conformers, D0's labels, the reference minima and MMFF's evaluation do not depend on the seed
-# and stay shared.
+# One layout (issue 18): each study seed's D0 validation split (d0.h5), models, rounds,
+# trajectory baseline and evaluations live under results/seed-{seed}/ (logs, benchmarks alike),
+# with one seed too. Conformers, D0's labels, the reference minima, the test set, MMFF's
+# evaluation and the report do not depend on the seed and stay in results/. The rules that serve
+# both (labelling, oracle optimisation, evaluation) put their files under "{seeddir}": "" or
+# "seed-<s>/" (golf.study.names.seed_dir).
 SEEDS = config["study"]["seeds"]
-SEEDED = len(SEEDS) > 1
-
-
-def seeded(root):
-    return f"{root}/seed-{{seed}}" if SEEDED else root
-
-
-RUN, LOGS, BENCH = seeded("results"), seeded("logs"), seeded("benchmarks")
+RUN, LOGS, BENCH = (
+    seed_dir(root, "{seed}") for root in ("results", "logs", "benchmarks")
+)
 
 
 def seed_of(wildcards):
-    """The study seed of a job: its {seed} wildcard, or the only seed."""
+    """The study seed of a job: its {seed} wildcard or {seeddir} ("seed-<s>/"); None for a job
+    that all seeds share."""
     seed = getattr(wildcards, "seed", None)
-    return SEEDS[0] if seed is None else int(seed)
+    if seed is None:
+        seed = seed_of_path(getattr(wildcards, "seeddir", ""))
+    return None if seed is None else int(seed)
 
 
 def run_dir(wildcards, root="results"):
     """results/ (or logs/, benchmarks/) of the job's seed; the shared one for unseeded jobs."""
-    seed = getattr(wildcards, "seed", None)
-    return root if seed is None else f"{root}/seed-{seed}"
+    seed = seed_of(wildcards)
+    return root if seed is None else seed_dir(root, seed)
 
 
 def per_seed(pattern, **wildcards):
-    """expand() of a RUN-based pattern over every seed (no seed wildcard with one seed)."""
-    if SEEDED:
-        return expand(pattern, seed=SEEDS, **wildcards)
-    return expand(pattern, **wildcards)
+    """expand() of a RUN-based pattern over every seed."""
+    return expand(pattern, seed=SEEDS, **wildcards)
 
 
 # Oracle work is scattered into config oracle.chunks jobs (scatter item "i-of-N", 1-based).
@@ -84,17 +87,17 @@ TRAJ_EQUAL = config["traj"]["equal_training"]
 
 
 def model_names():
-    names = ["baseline"] + [f"golf-{r}" for r in ROUNDS]
+    names = ["baseline"] + [model_name("golf", r) for r in ROUNDS]
     if ROUNDS:
-        names.append(f"traj-{TRAJ_K}")
+        names.append(model_name("traj", TRAJ_K))
         if TRAJ_EQUAL:
-            names.append(f"trajeq-{TRAJ_K}")
+            names.append(model_name("trajeq", TRAJ_K))
     if RANDOM_CONTROL:
-        names += [f"random-{r}" for r in ROUNDS]
+        names += [model_name("random", r) for r in ROUNDS]
     return names
 
 
-# Evaluation protocols (golf.evaluate.protocol_name): the paper's L-BFGS without a cap first; a
+# Evaluation protocols (golf.study.evaluate.protocol_name): the paper's L-BFGS without a cap first; a
 # configured golf.max_displacement adds a second, labelled row set "capped-<x>" of every NNP.
 PROTOCOLS = [None] + (
     [config["golf"]["max_displacement"]]
@@ -185,8 +188,8 @@ def get_conformers(split):
 
 def get_d0(wildcards=None):
     """D0 with its seed's validation split, made by the d0 rule: what training and every start
-    pool of that seed read. Without wildcards a pattern for a rule's input (with {seed} when
-    there are several seeds); with them (an input function) the job's own file."""
+    pool of that seed read. Without wildcards a pattern for a rule's input (with {seed}); with
+    them (an input function) the job's own file."""
     if wildcards is None:
         return f"{RUN}/d0.h5"
     return f"{run_dir(wildcards)}/d0.h5"
@@ -249,7 +252,7 @@ def get_random_labels(wildcards):
 
 def get_random_seed(wildcards):
     """The control's draw, a different reproducible stream every round (as golf_optimize's)."""
-    return golf_seed(wildcards) * 1000 + int(wildcards.round)
+    return round_seed(golf_seed(wildcards), wildcards.round)
 
 
 def get_model_for_eval(wildcards):
@@ -326,7 +329,7 @@ def get_traj_params(wildcards):
     """The trajectory baseline's start order and budget; None for the reference optimisations.
 
     Each chunk runs whole trajectories until its share of k is spent; the gather then keeps
-    trajectories in the seeded start order until k (see golf.oracle_optimize.gather_trajectories).
+    trajectories in the seeded start order until k (see golf.oracle.trajectories.gather_trajectories).
     """
     if wildcards.set != "traj":
         return None
@@ -348,7 +351,7 @@ def get_optimisation_max_steps(wildcards):
 
 def get_optimisation_optimiser(wildcards):
     """geomeTRIC for the reference minima; the trajectory baseline keeps the paper's Cartesian
-    optimiser (golf.oracle_optimize)."""
+    optimiser (golf.oracle.trajectories)."""
     if wildcards.set == "traj":
         return "lbfgs"
     return config["optimisation"]["reference_optimiser"]
@@ -376,7 +379,7 @@ def golf_params(wildcards):
 
 
 def model_params(wildcards):
-    """What golf.workflow.new_model reads: a config-shaped mapping of the model's settings."""
+    """What golf.study.jobs.new_model reads: a config-shaped mapping of the model's settings."""
     oracle = config["oracle"]
     # baseline_model is no setting of a trained model (and must not rerun existing baselines).
     nnp = {k: v for k, v in config["nnp"].items() if k != "baseline_model"}
@@ -389,7 +392,7 @@ def model_params(wildcards):
 
 
 def train_params(wildcards):
-    """Everything golf.workflow.train_settings reads."""
+    """Everything golf.study.jobs.train_settings reads."""
     return {
         "train": seeded_train(wildcards),
         "device": config["nnp"]["device"],
@@ -408,7 +411,7 @@ def validation_split():
 
 def validation_params(wildcards):
     """D0's validation split of a study seed, decided once for every model of that seed
-    (golf.validation.mark_validation), seeded by train.seed + the study seed (issue 19): the
+    (golf.train.validation.mark_validation), seeded by train.seed + the study seed (issue 19): the
     split is part of what varies from seed to seed, so the seed-to-seed spread includes it.
     """
     return {

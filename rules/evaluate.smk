@@ -27,11 +27,11 @@ rule eval_optimize:
         model=get_model_for_eval,
         test_set="results/test_set.h5",
     output:
-        frames="results/eval/{model}/frames.h5",
+        frames="results/{seeddir}eval/{model}/frames.h5",
     log:
-        "logs/eval/{model}/optimize.log",
+        "logs/{seeddir}eval/{model}/optimize.log",
     benchmark:
-        "benchmarks/eval/{model}/optimize.tsv"
+        "benchmarks/{seeddir}eval/{model}/optimize.tsv"
     conda:
         "../envs/nnp.yaml"
     threads: 1
@@ -52,14 +52,14 @@ rule eval_optimize:
 
 rule eval_table:
     input:
-        labels="results/labels/eval-{model}.h5",
+        labels="results/{seeddir}labels/eval-{model}.h5",
         test_set="results/test_set.h5",
     output:
-        per_step="results/eval/{model}/per_step.csv",
+        per_step="results/{seeddir}eval/{model}/per_step.csv",
     log:
-        "logs/eval/{model}/table.log",
+        "logs/{seeddir}eval/{model}/table.log",
     benchmark:
-        "benchmarks/eval/{model}/table.tsv"
+        "benchmarks/{seeddir}eval/{model}/table.tsv"
     conda:
         "../envs/chem.yaml"
     threads: 1
@@ -73,41 +73,16 @@ rule eval_table:
         "../workflow/scripts/eval_table.py"
 
 
-# With several seeds, each seed's NNPs are evaluated under results/seed-{seed}/ by the same rules;
-# MMFF's evaluation has no seed and stays shared.
-if SEEDED:
-
-    use rule eval_optimize as eval_optimize_seeded with:
-        output:
-            frames="results/seed-{seed}/eval/{model}/frames.h5",
-        log:
-            "logs/seed-{seed}/eval/{model}/optimize.log",
-        benchmark:
-            "benchmarks/seed-{seed}/eval/{model}/optimize.tsv"
-
-    use rule eval_table as eval_table_seeded with:
-        input:
-            labels="results/seed-{seed}/labels/eval-{model}.h5",
-            test_set="results/test_set.h5",
-        output:
-            per_step="results/seed-{seed}/eval/{model}/per_step.csv",
-        log:
-            "logs/seed-{seed}/eval/{model}/table.log",
-        benchmark:
-            "benchmarks/seed-{seed}/eval/{model}/table.tsv"
-
-
 rule report:
     input:
         per_step=get_evaluation_files("per_step"),
         labels=get_evaluation_files("labels"),
-        # Every arm's label files of every seed (flat lists, seed by seed) and every seed's D0:
-        # extra oracle calls and each arm's coverage (molecules and starts whose data it added).
+        # Every arm's label files of every seed and every seed's D0: extra oracle calls and each
+        # arm's coverage (molecules and starts whose data it added).
         round_labels=get_report_round_labels(),
         random_labels=get_report_random_labels(),
-        traj_labels=get_traj_trajectories(),
-        d0=get_report_d0(),
         traj=get_traj_trajectories(),
+        d0=get_report_d0(),
         test_set="results/test_set.h5",
         model_metrics=get_model_metrics(),
     output:

@@ -1,6 +1,8 @@
 # Oracle labelling as scatter/gather: scatter item i-of-N labels rows i-1, i-1+N, ... of a set, so
 # a cluster runs N Psi4 jobs at once (N: config oracle.chunks); the gather restores the input's
-# row order and checks that every chunk was labelled with the same oracle.
+# row order and checks that every chunk was labelled with the same oracle. A set of one study
+# seed (a GOLF round, the control, an evaluation) lives under {seeddir} = "seed-<s>/"; D0 and
+# MMFF's evaluation, shared by all seeds, under {seeddir} = "".
 
 
 rule label_chunk:
@@ -9,11 +11,11 @@ rule label_chunk:
     output:
         # Kept (not temp): a gather rerun, e.g. for a new oracle.max_force_norm, then needs no
         # labelling job.
-        labels="results/labels/{set}/chunk-{scatteritem}.h5",
+        labels="results/{seeddir}labels/{set}/chunk-{scatteritem}.h5",
     log:
-        "logs/label/{set}/chunk-{scatteritem}.log",
+        "logs/{seeddir}label/{set}/chunk-{scatteritem}.log",
     benchmark:
-        "benchmarks/label/{set}/chunk-{scatteritem}.tsv"
+        "benchmarks/{seeddir}label/{set}/chunk-{scatteritem}.tsv"
     priority: 5  # labels feed the training chain; the oracle optimisations can wait
     conda:
         "../envs/psi4.yaml"
@@ -30,13 +32,13 @@ rule label_chunk:
 
 rule gather_labels:
     input:
-        chunks=gather.oracle("results/labels/{{set}}/chunk-{scatteritem}.h5"),
+        chunks=gather.oracle("results/{{seeddir}}labels/{{set}}/chunk-{scatteritem}.h5"),
     output:
-        labels="results/labels/{set}.h5",
+        labels="results/{seeddir}labels/{set}.h5",
     log:
-        "logs/label/{set}/gather.log",
+        "logs/{seeddir}label/{set}/gather.log",
     benchmark:
-        "benchmarks/label/{set}/gather.tsv"
+        "benchmarks/{seeddir}label/{set}/gather.tsv"
     conda:
         "../envs/chem.yaml"
     threads: 1
@@ -50,35 +52,10 @@ rule gather_labels:
         "../workflow/scripts/gather_labels.py"
 
 
-# With several seeds, the labels of a seed's rounds, control and evaluations live under
-# results/seed-{seed}/ (the same rules; D0 and MMFF's evaluation stay shared).
-if SEEDED:
-
-    use rule label_chunk as label_chunk_seeded with:
-        output:
-            labels="results/seed-{seed}/labels/{set}/chunk-{scatteritem}.h5",
-        log:
-            "logs/seed-{seed}/label/{set}/chunk-{scatteritem}.log",
-        benchmark:
-            "benchmarks/seed-{seed}/label/{set}/chunk-{scatteritem}.tsv"
-
-    use rule gather_labels as gather_labels_seeded with:
-        input:
-            chunks=gather.oracle(
-                "results/seed-{{seed}}/labels/{{set}}/chunk-{scatteritem}.h5"
-            ),
-        output:
-            labels="results/seed-{seed}/labels/{set}.h5",
-        log:
-            "logs/seed-{seed}/label/{set}/gather.log",
-        benchmark:
-            "benchmarks/seed-{seed}/label/{set}/gather.tsv"
-
-
 # D0 as training and every start pool read it: the labelled (or imported) D0 with its validation
-# split decided once per study seed, for every model of that seed (golf.validation.mark_validation).
-# One seed keeps results/d0.h5; several give each its results/seed-{seed}/d0.h5 (issue 19: the
-# seed-to-seed spread includes the split), while the labels (results/labels/d0.h5) stay shared.
+# split decided once per study seed, for every model of that seed (golf.train.validation.mark_validation).
+# Each seed has its results/seed-{seed}/d0.h5 (issue 19: the seed-to-seed spread includes the
+# split), while the labels (results/labels/d0.h5) stay shared.
 rule d0:
     input:
         d0=get_d0_source(),

@@ -1,7 +1,9 @@
 # Oracle geometry optimisations: the DFT reference minima of the test set, and the trajectory
 # baseline (paper §4): DFT optimisation trajectories from D0 conformations until k extra labels,
 # then traj-{k} fine-tuned from the baseline with as many gradient steps as the GOLF rounds, and
-# (traj.equal_training) trajeq-{k}, the same k labels trained exactly as GOLF trains.
+# (traj.equal_training) trajeq-{k}, the same k labels trained exactly as GOLF trains. Each seed
+# has its own trajectory baseline ({seeddir} = "seed-<s>/": the start order is seeded, and so is
+# training's validation split that the starts avoid); the reference minima are shared ({seeddir} = "").
 
 
 rule oracle_optimize:
@@ -9,11 +11,11 @@ rule oracle_optimize:
         conformers=get_optimisation_input,
     output:
         # Kept (not temp): a gather rerun, e.g. for a new trajectory budget, needs no oracle job.
-        trajectories="results/optimisation/{set}/chunk-{scatteritem}.h5",
+        trajectories="results/{seeddir}optimisation/{set}/chunk-{scatteritem}.h5",
     log:
-        "logs/optimisation/{set}/chunk-{scatteritem}.log",
+        "logs/{seeddir}optimisation/{set}/chunk-{scatteritem}.log",
     benchmark:
-        "benchmarks/optimisation/{set}/chunk-{scatteritem}.tsv"
+        "benchmarks/{seeddir}optimisation/{set}/chunk-{scatteritem}.tsv"
     conda:
         "../envs/psi4.yaml"
     threads: config["oracle"]["threads"]
@@ -34,13 +36,15 @@ rule oracle_optimize:
 
 rule gather_optimisation:
     input:
-        chunks=gather.oracle("results/optimisation/{{set}}/chunk-{scatteritem}.h5"),
+        chunks=gather.oracle(
+            "results/{{seeddir}}optimisation/{{set}}/chunk-{scatteritem}.h5"
+        ),
     output:
-        trajectories="results/optimisation/{set}.h5",
+        trajectories="results/{seeddir}optimisation/{set}.h5",
     log:
-        "logs/optimisation/{set}/gather.log",
+        "logs/{seeddir}optimisation/{set}/gather.log",
     benchmark:
-        "benchmarks/optimisation/{set}/gather.tsv"
+        "benchmarks/{seeddir}optimisation/{set}/gather.tsv"
     conda:
         "../envs/chem.yaml"
     threads: 1
@@ -52,31 +56,6 @@ rule gather_optimisation:
         allow_mixed=config["oracle"]["allow_mixed_provenance"],
     script:
         "../workflow/scripts/gather_optimisation.py"
-
-
-# With several seeds each seed has its own trajectory baseline (the start order is seeded, and
-# so is training's validation split that the starts avoid); the reference minima stay shared.
-if SEEDED:
-
-    use rule oracle_optimize as oracle_optimize_seeded with:
-        output:
-            trajectories="results/seed-{seed}/optimisation/{set}/chunk-{scatteritem}.h5",
-        log:
-            "logs/seed-{seed}/optimisation/{set}/chunk-{scatteritem}.log",
-        benchmark:
-            "benchmarks/seed-{seed}/optimisation/{set}/chunk-{scatteritem}.tsv"
-
-    use rule gather_optimisation as gather_optimisation_seeded with:
-        input:
-            chunks=gather.oracle(
-                "results/seed-{{seed}}/optimisation/{{set}}/chunk-{scatteritem}.h5"
-            ),
-        output:
-            trajectories="results/seed-{seed}/optimisation/{set}.h5",
-        log:
-            "logs/seed-{seed}/optimisation/{set}/gather.log",
-        benchmark:
-            "benchmarks/seed-{seed}/optimisation/{set}/gather.tsv"
 
 
 rule train_traj:

@@ -1,4 +1,4 @@
-"""golf.calculator: the ASE calculator gives the model's energies and forces in eV, and drives ASE."""
+"""golf.optim.calculator: the ASE calculator gives the model's energies and forces in eV, and drives ASE."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 from ase import Atoms
 from ase.optimize import LBFGS
 
-from golf.calculator import NNPCalculator
-from golf.conformers import embed
-from golf.nnp import build_model, save_model
+from golf.chem.conformers import embed
+from golf.nnp.model import build_model, save_model
+from golf.optim.calculator import NNPCalculator
 from golf.units import HARTREE_TO_EV
 
 
@@ -79,7 +79,7 @@ def test_periodic_atoms_are_refused(model):
 
 def test_optimizer_settings_travel_in_the_checkpoint(model, tmp_path):
     """A cap recorded in meta["optimizer"] is what the calculator's optimiser uses unless told otherwise."""
-    from golf.optimize import optimizer_meta
+    from golf.optim.lbfgs import optimizer_meta
 
     model.meta["optimizer"] = optimizer_meta(max_displacement=0.01)
     try:

@@ -11,9 +11,9 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from golf import data
-from golf.cli import main
-from golf.data import Conformer, Dataset, Molecule
-from golf.nnp import build_model, save_model
+from golf.cli.main import main
+from golf.data.dataset import Conformer, Dataset, Molecule
+from golf.nnp.model import build_model, save_model
 from golf.units import HARTREE_TO_EV
 
 SAE = {"H": -0.5, "C": -37.8, "N": -54.5, "O": -75.0}
@@ -142,7 +142,7 @@ def test_optimize_sdf(tmp_path, model_path, capsys):
     assert [m.name for m in result.molecules.values()] == ["ethanol", "methylamine"]
 
     # SDF output carries energies and statuses that read back
-    from golf.formats import import_file
+    from golf.data.formats import import_file
 
     out_sdf = tmp_path / "out.sdf"
     assert main([*argv[:2], "-o", str(out_sdf), *argv[4:]]) == 0
@@ -293,8 +293,8 @@ NABLADFT = "/work/shared/reference/nabladft"
 @pytest.mark.skipif(not os.path.isdir(NABLADFT), reason="the shared nablaDFT reference is not on this machine")
 def test_import_model_golf10k_gives_total_energies(tmp_path, capsys):
     """The authors' GOLF-10k checkpoint plus the atomrefs of its database: total energies in Hartree."""
-    from golf.formats import import_file, read_atomrefs
-    from golf.nnp import load_model
+    from golf.data.formats import import_file, read_atomrefs
+    from golf.nnp.model import load_model
 
     db = f"{NABLADFT}/nabladft-60.db"
     out = tmp_path / "golf10k.pt"
@@ -350,8 +350,8 @@ def test_import_model_errors_exit_2(tmp_path, capsys):
 
 def test_optimize_exact_steps_and_the_checkpoints_cap(tmp_path, model_path):
     """--exact-steps runs every conformation T steps; the cap recorded in a checkpoint applies unless overridden."""
-    from golf.nnp import load_model
-    from golf.optimize import optimizer_meta
+    from golf.nnp.model import load_model
+    from golf.optim.lbfgs import optimizer_meta
 
     capped = load_model(model_path)
     capped.meta["optimizer"] = optimizer_meta(max_displacement=0.01)

@@ -1,12 +1,12 @@
-"""golf.config: schema validation with defaults, one-line errors naming the key, the shipped configs."""
+"""golf.cli.config: schema validation with defaults, one-line errors naming the key, the shipped configs."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from golf import config as golf_config
-from golf.config import ConfigError, golf_budget, load, traj_budget, validate
+from golf.cli import config as golf_config
+from golf.cli.config import ConfigError, golf_budget, load, traj_budget, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,3 +168,11 @@ def test_traj_equal_training_is_on_by_default():
     assert validate({})["traj"]["equal_training"] is True
     assert validate({"traj": {"equal_training": False}})["traj"]["equal_training"] is False
     assert "traj.equal_training" in _error({"traj": {"equal_training": "yes"}})
+
+
+def test_schema_elements_are_the_supported_elements():
+    """One element table (golf.data.molecule.ELEMENTS): the schema allows and defaults to it."""
+    from golf.data.molecule import ELEMENTS
+
+    elements = yaml.safe_load(golf_config.SCHEMA_PATH.read_text())["properties"]["elements"]
+    assert elements["items"]["enum"] == list(ELEMENTS) == elements["default"]

@@ -1,11 +1,11 @@
-"""golf.conformers: molecule lists, skips with reasons, reproducible ETKDG, atom order, RMSD de-dup, split."""
+"""golf.chem.conformers: molecule lists, skips with reasons, reproducible ETKDG, atom order, RMSD de-dup, split."""
 
 import numpy as np
 import pytest
 from rdkit import Chem
 from rdkit.Chem import rdMolAlign
 
-from golf.conformers import MoleculeListError, MoleculeSpec, embed, generate_conformers, read_molecule_list
+from golf.chem.conformers import MoleculeListError, MoleculeSpec, embed, generate_conformers, read_molecule_list
 
 HCNO = ["H", "C", "N", "O"]
 
@@ -115,7 +115,7 @@ def test_rmsd_deduplication_keeps_pairwise_rmsd_above_threshold(threshold):
 
 
 def test_mmff_relax_lowers_mmff_energy():
-    from golf.surrogate import MMFF
+    from golf.chem.mmff import MMFF
 
     ff = MMFF("CCCO")
     _, raw, _, _ = embed("CCCO", 3, 6, 5, False, 0.0)

@@ -1,4 +1,4 @@
-"""golf.data: HDF5 round trips, atomic writes, clear errors on foreign files, TorchANI compatibility."""
+"""golf.data.dataset: HDF5 round trips, atomic writes, clear errors on foreign files, TorchANI compatibility."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from golf import data
-from golf.data import Conformer, DataError, Dataset, Molecule
+from golf.data.dataset import Conformer, DataError, Dataset, Molecule
 
 # Atom orders of Chem.AddHs(Chem.MolFromSmiles(smiles)).
 ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]  # CCO

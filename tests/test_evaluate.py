@@ -1,9 +1,10 @@
-"""golf.evaluate: the test set from reference optimisations, MMFF rows, the per-step table."""
+"""golf.study.evaluate: the test set from reference optimisations, MMFF rows, the per-step table."""
 
 import numpy as np
 import pytest
 
-from golf import data, evaluate
+from golf import data
+from golf.study import evaluate
 
 
 def _frame(traj, step, energy, end=None, mid=0, status="ok"):
@@ -41,7 +42,7 @@ def test_reference_test_set_has_one_row_per_start_with_its_minimum(tmp_path):
 
 def test_train_rmsd_goes_from_the_reference_start_to_the_tables(tmp_path):
     ref = _reference()
-    ref.conformers[0].props["train_rmsd"] = 0.42  # frame 0 of traj 0 (golf.oracle_optimize keeps it there)
+    ref.conformers[0].props["train_rmsd"] = 0.42  # frame 0 of traj 0 (golf.oracle.trajectories keeps it there)
     ref.conformers[2].props["train_rmsd"] = 0.35  # traj 1, which does not converge
     data.write(tmp_path / "test_set.h5", evaluate.reference_test_set(ref))
     rows = data.read(tmp_path / "test_set.h5")
@@ -125,7 +126,7 @@ def test_per_step_table_protocol_column():
 def water_model():
     import torch
 
-    from golf.nnp import build_model
+    from golf.nnp.model import build_model
 
     return build_model(["H", "O"], self_energies="zero", layer_dims=(8,), seed=0).to(torch.float32)
 

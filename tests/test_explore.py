@@ -1,21 +1,21 @@
-"""golf.explore: a GOLF round's NNP trajectories with the MMFF stop (small random NNP, real MMFF)."""
+"""golf.active.explore: a GOLF round's NNP trajectories with the MMFF stop (small random NNP, real MMFF)."""
 
 import numpy as np
 import pytest
 import torch
 
 from golf import data
-from golf.conformers import MoleculeSpec, generate_conformers
-from golf.explore import continue_trajectories, run_golf_trajectories
-from golf.nnp import build_model
-from golf.optimize import optimize
-from golf.select import (
+from golf.active.explore import continue_trajectories, run_golf_trajectories
+from golf.active.select import (
     random_control_trajectories,
     select_from_trajectories,
     select_random_from_trajectories,
     trajectory_end,
 )
-from golf.surrogate import MMFF
+from golf.chem.conformers import MoleculeSpec, generate_conformers
+from golf.chem.mmff import MMFF
+from golf.nnp.model import build_model
+from golf.optim.lbfgs import optimize
 
 T = 4
 ROUND = dict(parallel=3, timelimit=T, mmff_threshold=300.0, round_index=2, max_displacement=0.05, progress=False)

@@ -1,4 +1,4 @@
-"""golf.formats: foreign files in (ASE db, extxyz, SDF, XYZ) and out (SDF, XYZ, TorchANI export).
+"""golf.data.formats: foreign files in (ASE db, extxyz, SDF, XYZ) and out (SDF, XYZ, TorchANI export).
 
 Every test builds its own small file with the library that defines the format (ase.db, ase.io,
 RDKit), with atoms in a shuffled order where the reader must restore the AddHs order.
@@ -14,7 +14,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem, rdDetermineBonds
 
 from golf import data as golf_data
-from golf.formats import (
+from golf.data.formats import (
     FormatError,
     export_ani,
     import_file,
@@ -539,3 +539,23 @@ def test_ase_db_calculator_results_are_ev(tmp_path):
     assert c.status == "ok"
     assert c.energy == pytest.approx(E_ETHANOL, rel=1e-12)
     np.testing.assert_allclose(c.forces, 0.5 / HARTREE_TO_EV, rtol=1e-12)
+
+
+def test_write_sdf_keeps_the_atom_order_of_a_non_canonical_smiles(tmp_path):
+    """A generated dataset stores the user's SMILES as typed ("OCC", atoms O C C H..); the SDF
+    bonds come from that SMILES's own AddHs order, not the canonical one's (C C O H..)."""
+    mol = Chem.AddHs(Chem.MolFromSmiles("OCC"))
+    AllChem.EmbedMolecule(mol, randomSeed=7)
+    species = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    assert species[:3].tolist() == [8, 6, 6]
+    ds = golf_data.Dataset(
+        {0: golf_data.Molecule(molecule_id=0, smiles="OCC", name="ethanol")},
+        [golf_data.Conformer(0, 0, species, mol.GetConformer().GetPositions())],
+    )
+    write_sdf(tmp_path / "out.sdf", ds)
+    back = import_file(tmp_path / "out.sdf")
+    assert [m.smiles for m in back.molecules.values()] == ["CCO"]
+    # the same atoms at the same places, whatever order the import puts them in
+    got, want = back.conformers[0], ds.conformers[0]
+    for z, xyz in zip(want.species, want.coordinates, strict=True):
+        assert np.linalg.norm(got.coordinates[got.species == z] - xyz, axis=1).min() < 1e-3  # SDF: 4 decimals

@@ -1,4 +1,4 @@
-"""golf.metrics on hand-made energies and geometries with known answers."""
+"""golf.study.metrics on hand-made energies and geometries with known answers."""
 
 import numpy as np
 import pandas as pd
@@ -6,8 +6,8 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from golf import metrics
-from golf.metrics import MetricsError
+from golf.study import metrics
+from golf.study.metrics import MetricsError
 from golf.units import HARTREE_TO_KCALPERMOL as KCAL
 
 E0, EOPT = -100.0, -100.01  # start and oracle optimum, Hartree: a drop of 0.01 Ha = 6.275 kcal/mol

@@ -1,4 +1,4 @@
-"""golf.nnp: model building, energies and forces, self energies, checkpoints, padding."""
+"""golf.nnp.model: model building, energies and forces, self energies, checkpoints, padding."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from golf.data import Conformer, Dataset, Molecule
-from golf.nnp import (
+from golf.data.dataset import Conformer, Dataset, Molecule
+from golf.nnp.model import (
     NNP,
     CheckpointError,
     NNPError,

@@ -1,4 +1,4 @@
-"""golf.optimize: batched L-BFGS against torch.optim.LBFGS run on each conformation alone."""
+"""golf.optim.lbfgs: batched L-BFGS against torch.optim.LBFGS run on each conformation alone."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from golf.data import STATUSES
-from golf.optimize import BatchedLBFGS, OptimizeError, energy_forces_from_energy, optimize
+from golf.data.dataset import STATUSES
+from golf.optim.lbfgs import BatchedLBFGS, OptimizeError, energy_forces_from_energy, optimize
 
 SMILES = {
     "ethanol": "CCO",  # 9 atoms
@@ -330,7 +330,7 @@ def test_bad_input_gives_clear_errors(mols):
 def soft_nnp_plus_springs():
     """A float32 TorchANI model (whose round-off depends on the padded batch it is evaluated in)
     on top of the springs (which give every molecule a minimum that L-BFGS converges to)."""
-    from golf.nnp import build_model
+    from golf.nnp.model import build_model
 
     model = build_model(["H", "C", "N", "O", "F"], self_energies="zero", layer_dims=(16,), seed=0)
     with torch.no_grad():
@@ -431,7 +431,7 @@ def test_blown_apart_molecule_is_fragmented_not_converged(mols):
 
 
 def test_bond_change():
-    from golf.optimize import bond_change
+    from golf.optim.lbfgs import bond_change
 
     species, coords = embed("CCO")
     assert bond_change(species, coords, coords + 0.01) is None
@@ -448,7 +448,7 @@ def test_bond_change():
 
 
 def test_run_stream_stops_and_reports_the_running(mols):
-    from golf.optimize import run_stream
+    from golf.optim.lbfgs import run_stream
 
     opt = BatchedLBFGS(springs, batch_size=2)
     names = ["ethanol", "benzene", "aspirin"]
@@ -465,7 +465,7 @@ def test_run_stream_stops_and_reports_the_running(mols):
 
 
 def test_optimizer_meta_round_trip():
-    from golf.optimize import optimizer_meta, optimizer_settings
+    from golf.optim.lbfgs import optimizer_meta, optimizer_settings
 
     meta = {"optimizer": optimizer_meta(max_displacement=0.02)}
     assert meta["optimizer"]["max_iter"] == 5 and meta["optimizer"]["history_size"] == 100

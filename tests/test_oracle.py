@@ -1,4 +1,4 @@
-"""golf.oracle against the real Psi4 at HF/STO-3G on water, methane and methanol.
+"""golf.oracle.oracle against the real Psi4 at HF/STO-3G on water, methane and methanol.
 
 Crash and hang recovery use the worker's test hooks (task options ``_test_hang`` / ``_test_crash``,
 honoured only with GOLF_ORACLE_TEST_HOOKS=1) and a real SIGKILL sent to a busy worker; Psi4 itself
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from golf import data
-from golf.oracle import LabelCache, Oracle, OracleSettings, OracleUnavailable, find_psi4_python
+from golf.oracle.oracle import LabelCache, Oracle, OracleSettings, OracleUnavailable, find_psi4_python
 
 # Atom order of Chem.AddHs(Chem.MolFromSmiles(smiles)); Angstrom. Slightly off equilibrium and
 # asymmetric so that every force component checked below is non-trivial.
@@ -284,7 +284,7 @@ def test_workers_exit_when_their_parent_is_killed(psi4_argv, tmp_path):
     # A cancelled cluster job kills the Python process: its Psi4 workers must not run on.
     script = """
 import sys
-from golf.oracle import Oracle, OracleSettings
+from golf.oracle.oracle import Oracle, OracleSettings
 o = Oracle(OracleSettings(method="hf", basis="sto-3g", options={"_test_hang": 120})).start()
 print(o.worker_pids[0], flush=True)
 o.gradient([1, 1], [[0, 0, 0], [0, 0, 0.74]])
@@ -363,7 +363,7 @@ def test_infrastructure_failure_is_not_remembered(psi4_argv, tmp_path):
 
 
 def test_worker_pool_answers_a_task_on_its_own(psi4_argv, reference_energies):
-    from golf.worker_pool import WorkerPool
+    from golf.oracle.worker_pool import WorkerPool
 
     pool = WorkerPool(workers=1).start()
     try:

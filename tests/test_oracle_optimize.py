@@ -1,4 +1,4 @@
-"""golf.oracle_optimize and golf.labels with the real Psi4 oracle at HF/STO-3G (water, methanol).
+"""golf.oracle.trajectories and golf.oracle.labels with the real Psi4 oracle at HF/STO-3G (water, methanol).
 
 One oracle for the module with a label cache, so repeated geometries cost nothing; about 30 Psi4
 gradients in all (~0.5 s each).
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from golf import data
-from golf.data import Conformer, Dataset, Molecule
-from golf.labels import ProvenanceError, common_provenance, gather, label_pending
-from golf.oracle import Oracle, OracleSettings, OracleUnavailable, find_psi4_python
-from golf.oracle_optimize import (
+from golf.data.dataset import Conformer, Dataset, Molecule
+from golf.oracle.labels import ProvenanceError, common_provenance, gather, label_pending
+from golf.oracle.oracle import Oracle, OracleSettings, OracleUnavailable, find_psi4_python
+from golf.oracle.trajectories import (
     ENDS,
     extra_frames,
     gather_trajectories,
@@ -149,7 +149,7 @@ def test_shuffled_is_a_seeded_permutation():
     assert shuffled(10, 3) == shuffled(10, 3) != shuffled(10, 4)
 
 
-# ------------------------------------------------------------------------------------ golf.labels
+# ------------------------------------------------------------------------------------ golf.oracle.labels
 
 
 def _chunk(rows, forces_scale, attrs):

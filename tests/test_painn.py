@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from golf import nnp
-from golf.data import Conformer
-from golf.nnp import CheckpointError, build_painn, import_schnetpack_painn, load_model, padded_batch, save_model
+from golf.data.dataset import Conformer
+from golf.data.molecule import SYMBOLS
+from golf.nnp.model import CheckpointError, build_painn, import_schnetpack_painn, load_model, padded_batch, save_model
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nabladft"
 MODELS = ["baseline-NNP", "traj-10k", "traj-100k", "traj-500k", "GOLF-1k", "GOLF-10k"]
@@ -43,7 +44,7 @@ def test_energies_and_forces_match_schnetpack(reference, name):
     model = import_schnetpack_painn(REFERENCE / "golf-checkpoints" / name / "NNP_checkpoint_actor", atomrefs)
     batch = padded_batch(conformers)
     # The authors' energies are relative to the atomrefs; ours are totals: compare both ways.
-    atomref_sums = np.array([sum(atomrefs[nnp._SYMBOL_OF[int(z)]] for z in r.numbers) for r in rows])
+    atomref_sums = np.array([sum(atomrefs[SYMBOLS[int(z)]] for z in r.numbers) for r in rows])
     for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-5)):
         m = model.to(dtype)
         energies, forces = m.energies_forces(batch.species, batch.coordinates.to(dtype))
@@ -115,7 +116,7 @@ def test_imported_model_round_trips_and_gives_total_energies(reference, tmp_path
     e2, f2 = again.energies_forces(batch.species, batch.coordinates)
     assert torch.equal(e1, e2) and torch.equal(f1, f2)
     # Total energies: the network part plus the atomrefs; for 29-53-atom molecules hundreds of Hartree.
-    dft_total = ref["dft_energies"][:4] + [sum(atomrefs[nnp._SYMBOL_OF[int(z)]] for z in r.numbers) for r in rows[:4]]
+    dft_total = ref["dft_energies"][:4] + [sum(atomrefs[SYMBOLS[int(z)]] for z in r.numbers) for r in rows[:4]]
     assert np.abs(e1.numpy() - dft_total).max() < 0.05  # within ~30 kcal/mol of the DFT total; scale check
     assert (e1.numpy() < -500).all()
 
@@ -168,8 +169,8 @@ def test_painn_seed_and_bad_sizes():
 def test_training_a_small_painn_lowers_validation_loss_reproducibly():
     from test_train import synthetic_dataset  # harmonic bonds on RDKit geometries, no Psi4
 
-    from golf.nnp import fit_self_energies
-    from golf.train import TrainSettings, train
+    from golf.nnp.model import fit_self_energies
+    from golf.train.trainer import TrainSettings, train
 
     d0 = synthetic_dataset(n_conf=4)
     elements = ["H", "C", "N", "O"]

@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import TINY_CONFIG, snakemake
 
-from golf.nnp import load_model
+from golf.nnp.model import load_model
 
 PAINN = {"nnp": {"architecture": "painn", "painn": {"n_atom_basis": 16, "n_interactions": 2, "n_rbf": 16}}}
 
@@ -23,9 +23,9 @@ def test_tiny_study_with_painn(tiny_study, tmp_path):
     override.write_text(yaml.safe_dump(PAINN))
     snakemake(study, "--configfile", str(TINY_CONFIG), str(override))
     for name in ("baseline", "golf-1"):
-        model = load_model(study / f"results/models/{name}.pt")
+        model = load_model(study / f"results/seed-0/models/{name}.pt")
         assert model.architecture == "painn" and model.meta["hyperparameters"]["n_atom_basis"] == 16
-        blob = torch.load(study / f"results/models/{name}.pt", weights_only=True)
+        blob = torch.load(study / f"results/seed-0/models/{name}.pt", weights_only=True)
         assert any(k.startswith("model.representation.") for k in blob["state_dict"])
     summary = pd.read_csv(study / "results/report/summary.csv")
     assert {"baseline", "golf-1"} <= set(summary["model"])

@@ -1,4 +1,4 @@
-"""golf.report and golf.plots: summary.md, paired.csv and every plot from a small synthetic study."""
+"""golf.study.report and golf.study.plots: summary.md, paired.csv and every plot from a small synthetic study."""
 
 import re
 
@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from golf import data, evaluate, metrics, plots, report
-from golf.report import ReportError
+from golf import data
+from golf.study import evaluate, metrics, paper, plots, report
+from golf.study.budget import BudgetError, arm_budgets, extra_oracle_calls
+from golf.study.report import ReportError
 
 STEPS = (0, 1, 2, 3, 5, 8)
 # model -> (fraction of the oracle's drop reached at the last step, NNP error scale in Hartree or None)
@@ -111,9 +113,9 @@ def test_write_report_full(tmp_path):
     assert b.pct_div == pytest.approx(100 / 3)  # the diverged and the failed label of 6
     assert row["diverged: E↑/non-finite/label failed/missing"] == "1/0/1/0"
     assert row["n evaluated (not run, no ref.)"] == "6 (0, 0)"
-    paper = _rows(_section(md, "## The paper's Table 2"))
-    assert {r.method for r in report.PAPER_TABLE2} <= set(paper)
-    assert paper["f_GOLF-10k"][4] == "77.3"  # GOLF-10k's pct_success in the paper
+    paper_rows = _rows(_section(md, "## The paper's Table 2"))
+    assert {r.method for r in paper.PAPER_TABLE2} <= set(paper_rows)
+    assert paper_rows["f_GOLF-10k"][4] == "77.3"  # GOLF-10k's pct_success in the paper
     settings_rows = _rows(_section(md, "## Settings"))
     assert settings_rows["oracle.method"] == ["oracle.method", "`hf`"]
     assert settings_rows["models"] == ["models", '`["baseline", "golf-2"]`']
@@ -265,11 +267,11 @@ def test_write_report_rejects_incomplete_tables(tmp_path):
 
 
 def test_paper_table_matches_reference():
-    t = report.paper_table()
+    t = paper.paper_table()
     golf10k = t.set_index("method").loc["f_GOLF-10k"]
     assert (golf10k.pct_mean, golf10k.pct_div, golf10k.e_res_mean, golf10k.pct_success) == (98.8, 3.0, 0.5, 77.3)
-    assert len(report.PAPER_TABLE2) == 11
-    assert [r.method for r in report.PAPER_TABLE2] == [r.method for r in report.PAPER_README_TABLE2]
+    assert len(paper.PAPER_TABLE2) == 11
+    assert [r.method for r in paper.PAPER_TABLE2] == [r.method for r in paper.PAPER_README_TABLE2]
 
 
 def test_unconverged_references_from_the_reference_optimisations():
@@ -402,7 +404,7 @@ def test_arm_budgets_count_real_calls_and_new_conformations(tmp_path):
         steps = [{"traj": 0, "step": k} for k in range(3)]
         files.append(_labels(run / "optimisation/traj.h5", [geom(0), geom(6), geom(7)], None, {"oracle_calls": 2},
                              props=steps))  # fmt: skip
-    budget = report.arm_budgets(files, ["traj-2", "trajeq-2"], d0)
+    budget = arm_budgets(files, ["traj-2", "trajeq-2"], d0)
     assert list(budget.columns) == [
         "seed", "model", "arm", "rounds", "oracle_calls", "cache_hits", "labelled", "new_conformations"
     ]  # fmt: skip
@@ -419,7 +421,7 @@ def test_arm_budgets_count_real_calls_and_new_conformations(tmp_path):
         assert b.loc[(0.0, model), ["oracle_calls", "labelled", "new_conformations"]].tolist() == [2, 2, 2]
         assert b.loc[(0.0, model), "arm"] == model.split("-")[0]
     assert budget["model"].tolist()[:5] == ["golf-1", "golf-2", "traj-2", "trajeq-2", "random-1"]  # seed 0 first
-    without_d0 = report.arm_budgets(files, ["traj-2"])
+    without_d0 = arm_budgets(files, ["traj-2"])
     assert without_d0["new_conformations"].isna().all()  # not known without D0
     lines = "\n".join(report._budget_lines(budget))
     assert "| 1      | golf-2" in lines and "golf-1" not in lines  # the last round per arm; budget.csv has all
@@ -435,15 +437,21 @@ def test_extra_oracle_calls_count_golf_and_random_rounds_apart(tmp_path):
         data.write(path, ds)
         return path
 
-    golf = [labels(tmp_path / "g1.h5", ["ok", "ok"]), labels(tmp_path / "g2.h5", ["ok", "scf_not_converged"])]
-    rand = [labels(tmp_path / "r1.h5", ["ok", "scf_not_converged"]), labels(tmp_path / "r2.h5", ["ok", "ok"])]
-    calls = report.extra_oracle_calls(golf, [], [], rand)
+    seed_0, seed_1 = tmp_path / "seed-0/labels", tmp_path / "seed-1/labels"
+    seed_0.mkdir(parents=True), seed_1.mkdir(parents=True)
+    # in any order, and with another seed's files beside them: the rounds are read from the names
+    golf = [labels(seed_0 / "round-2.h5", ["ok", "scf_not_converged"]), labels(seed_0 / "round-1.h5", ["ok", "ok"])]
+    golf.append(labels(seed_1 / "round-1.h5", ["ok"]))
+    rand = [labels(seed_0 / "random-1.h5", ["ok", "scf_not_converged"]), labels(seed_0 / "random-2.h5", ["ok", "ok"])]
+    calls = extra_oracle_calls(golf, [], [], rand)
     assert (calls["golf-1"], calls["golf-2"], calls["random-1"], calls["random-2"]) == (2, 3, 1, 3)
-    assert "random-1" not in report.extra_oracle_calls(golf, [], [])
+    assert "random-1" not in extra_oracle_calls(golf, [], [])
+    with pytest.raises(BudgetError, match="not a round's label file"):
+        extra_oracle_calls([labels(tmp_path / "g1.h5", ["ok"])], [], [])
 
 
 def test_validation_force_error_comes_from_the_step_training_returned(tmp_path):
-    from golf.report import with_validation_error
+    from golf.study.report import with_validation_error
 
     history = pd.DataFrame({
         "step": [100, 200, 300], "val_loss": [0.3, 0.1, 0.2], "val_force_mae_kcalmol_per_A": [9.0, 2.5, 4.0],

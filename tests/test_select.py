@@ -1,11 +1,10 @@
-"""golf.select: where a GOLF trajectory ends and which frame goes to the oracle (paper Alg. 1, §1.2)."""
+"""golf.active.select: where a GOLF trajectory ends and which frame goes to the oracle (paper Alg. 1, §1.2)."""
 
 import numpy as np
 import pytest
 
 from golf import data
-from golf.data import Conformer, Dataset, Molecule
-from golf.select import (
+from golf.active.select import (
     KnownConformations,
     SelectionError,
     select_conformation,
@@ -13,6 +12,7 @@ from golf.select import (
     select_random_from_trajectories,
     trajectory_end,
 )
+from golf.data.dataset import Conformer, Dataset, Molecule
 
 T = 5
 
@@ -88,7 +88,7 @@ def test_repaired_chosen_frame_is_skipped_other_repairs_do_not_matter():
 
 
 def _trajectories(specs=None) -> Dataset:
-    """Three hand-made trajectories of water, as golf.explore stores them (frames interleaved)."""
+    """Three hand-made trajectories of water, as golf.active.explore stores them (frames interleaved)."""
     z = [8, 1, 1]
     base = np.array([[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])
     specs = specs or [
@@ -158,7 +158,7 @@ def _long_trajectories() -> Dataset:
 
 
 def _beyond_end(trajectories: Dataset, steps: int = 3, skip=()) -> Dataset:
-    """Frames past each trajectory's end, as golf.explore.continue_trajectories marks them."""
+    """Frames past each trajectory's end, as golf.active.explore.continue_trajectories marks them."""
     frames = []
     for traj, traj_frames in _by_traj(trajectories).items():
         if traj in skip:

@@ -1,4 +1,4 @@
-"""golf.stats: paired comparisons on hand-made per-conformation tables with known answers."""
+"""golf.study.stats: paired comparisons on hand-made per-conformation tables with known answers."""
 
 import time
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from golf import metrics, stats
+from golf.study import metrics, stats
 from golf.units import HARTREE_TO_KCALPERMOL as KCAL
 
 E0, EOPT = -100.0, -100.01  # every conformation: a drop of 0.01 Ha = 6.275 kcal/mol to the optimum

@@ -1,4 +1,4 @@
-"""golf.surrogate: the MMFF surrogate oracle equals RDKit's own MMFF, errors are clear, the pool caches."""
+"""golf.chem.mmff: the MMFF surrogate oracle equals RDKit's own MMFF, errors are clear, the pool caches."""
 
 import time
 
@@ -7,7 +7,7 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from golf.surrogate import MMFF, SurrogateError, SurrogatePool
+from golf.chem.mmff import MMFF, SurrogateError, SurrogatePool
 
 
 def _embedded(smiles, seed=7, n=3):

@@ -1,4 +1,4 @@
-"""golf.train on a synthetic potential: harmonic bonds on RDKit-embedded molecules (no Psi4 needed).
+"""golf.train.trainer on a synthetic potential: harmonic bonds on RDKit-embedded molecules (no Psi4 needed).
 E = sum_atoms e0[Z] + sum_bonds K (r - r0)^2, with r0 the bond length of the embedded geometry;
 forces are analytic. Conformations are the embedded geometry plus Gaussian noise.
 """
@@ -22,10 +22,10 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from golf import data
-from golf.data import Conformer, Dataset, Molecule
-from golf.nnp import UnsupportedElement, build_model, fit_self_energies
-from golf.train import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, train
-from golf.validation import mark_validation, validation_keys, validation_predicate
+from golf.data.dataset import Conformer, Dataset, Molecule
+from golf.nnp.model import UnsupportedElement, build_model, fit_self_energies
+from golf.train.trainer import HISTORY_COLUMNS, TrainError, TrainSettings, batch_composition, train
+from golf.train.validation import mark_validation, validation_keys, validation_predicate
 
 SMILES = ["CCO", "CC(=O)O", "CCN", "CC(C)O", "OCCO", "CC=O", "NCC(=O)O", "COC", "CC#N", "C1CCOC1"]
 E0 = {1: -0.5, 6: -38.0, 7: -54.6, 8: -75.1}
@@ -219,11 +219,11 @@ def test_d0_carries_its_validation_split_and_training_keeps_it(tmp_path):
 
 
 def test_golf_rounds_tile_one_schedule_and_trajeq_trains_the_same_steps():
-    """golf_train's settings per round (golf.workflow.golf_round_settings): U steps per new label
+    """golf_train's settings per round (golf.study.recipes.golf_round_settings): U steps per new label
     of the round, consecutive slices of one cosine schedule over U x budget. trajeq (rule
     train_trajeq) calls it with GOLF's own label counts, so its chain trains golf-R's steps."""
-    from golf.config import validate
-    from golf.workflow import golf_round_settings
+    from golf.cli.config import validate
+    from golf.study.recipes import golf_round_settings
 
     config = validate({})
     params = {"train": config["train"], "device": "cpu", "initial_conf_pct": 0.1}
@@ -239,7 +239,7 @@ def test_golf_rounds_tile_one_schedule_and_trajeq_trains_the_same_steps():
 def test_trajeq_rounds_add_the_trajectory_frames_in_the_seeded_start_order():
     """trajeq's round r trains on the first r x n/R frames that cost an oracle call, in the order
     the trajectory budget was spent in (the gather's ``rank``), not in the file's (traj, step) order."""
-    from golf.workflow import trajeq_frames
+    from golf.study.recipes import trajeq_frames
 
     d0 = synthetic_dataset(n_conf=1)
     frames = []
@@ -314,7 +314,7 @@ KILL_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     torch.set_num_threads(1)
     from test_train import EVERY, RESUME, _model, _resume_data
-    from golf.train import TrainSettings, train
+    from golf.train.trainer import TrainSettings, train
     d0, new = _resume_data()
     train(_model(d0), d0, new, TrainSettings(**RESUME), progress=False, checkpoint=sys.argv[2], checkpoint_every=EVERY)
     """
@@ -342,7 +342,7 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, caplog):
     step = torch.load(ckpt, weights_only=True)["step"]
     assert 0 < step < settings.steps and step % EVERY == 0
 
-    with caplog.at_level(logging.INFO, logger="golf.train"):
+    with caplog.at_level(logging.INFO, logger="golf.train.trainer"):
         resumed = train(
             _model(d0), d0, new, settings, metrics_csv=tmp_path / "resumed.csv", progress=False, checkpoint=ckpt
         )
@@ -408,13 +408,13 @@ def test_corrupt_checkpoint_is_reported_and_training_starts_over(tmp_path, caplo
     ckpt = _checkpoint_at(tmp_path, d0, settings, 6)
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])  # a truncated file
-    with caplog.at_level(logging.WARNING, logger="golf.train"):
+    with caplog.at_level(logging.WARNING, logger="golf.train.trainer"):
         result = train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt, checkpoint_every=100)
     assert "unreadable" in caplog.text and "starts over" in caplog.text
     _same_result(result, reference)
     caplog.clear()
     ckpt.write_bytes(b"not a checkpoint at all")
-    with caplog.at_level(logging.WARNING, logger="golf.train"):
+    with caplog.at_level(logging.WARNING, logger="golf.train.trainer"):
         _same_result(train(_model(d0), d0, None, settings, progress=False, checkpoint=ckpt), reference)
     assert "unreadable" in caplog.text
 
@@ -425,7 +425,7 @@ def test_checkpoint_of_other_settings_or_data_is_not_used(tmp_path, caplog):
     ckpt = _checkpoint_at(tmp_path, d0, settings, 6)
     saved = ckpt.read_bytes()
     other = TrainSettings(**{**SHORT, "lr": 1e-3})
-    with caplog.at_level(logging.WARNING, logger="golf.train"):
+    with caplog.at_level(logging.WARNING, logger="golf.train.trainer"):
         result = train(_model(d0), d0, None, other, progress=False, checkpoint=ckpt)
     assert "belongs to other settings" in caplog.text
     _same_result(result, train(_model(d0), d0, None, other, progress=False))
@@ -433,7 +433,7 @@ def test_checkpoint_of_other_settings_or_data_is_not_used(tmp_path, caplog):
     for model, other_d0 in ((_model(d0), new), (_model(d0, seed=1), d0)):
         ckpt.write_bytes(saved)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="golf.train"):
+        with caplog.at_level(logging.WARNING, logger="golf.train.trainer"):
             train(model, other_d0, None, settings, progress=False, checkpoint=ckpt)
         assert "belongs to other settings" in caplog.text
     with pytest.raises(TrainError, match="checkpoint_every"):
@@ -442,7 +442,7 @@ def test_checkpoint_of_other_settings_or_data_is_not_used(tmp_path, caplog):
 
 def test_training_refuses_atomref_subtracted_energies():
     """An old import kept the authors' atomref-subtracted energies: training on it is an error."""
-    from golf.data import DataError
+    from golf.data.dataset import DataError
 
     d0 = synthetic_dataset(n_conf=2)
     old = synthetic_dataset(n_conf=2, molecule_offset=20)

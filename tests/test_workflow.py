@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, TINY_CONFIG, needs_psi4, snakemake
 
 from golf import data
-from golf.oracle_optimize import extra_frames
+from golf.oracle.trajectories import extra_frames
 
 slow = pytest.mark.slow  # the end-to-end runs; the dry-run tests of reruns are fast
 
@@ -23,22 +23,22 @@ def test_every_target_exists(tiny_study):
     for path in [
         "results/conformers.h5",
         "results/labels/d0.h5",
-        "results/d0.h5",
-        "results/models/baseline.pt",
-        "results/models/baseline.metrics.csv",
-        "results/rounds/1/trajectories.h5",
-        "results/rounds/1/selected.h5",
-        "results/labels/round-1.h5",
-        "results/models/golf-1.pt",
-        "results/rounds/1/stats.csv",
+        "results/seed-0/d0.h5",
+        "results/seed-0/models/baseline.pt",
+        "results/seed-0/models/baseline.metrics.csv",
+        "results/seed-0/rounds/1/trajectories.h5",
+        "results/seed-0/rounds/1/selected.h5",
+        "results/seed-0/labels/round-1.h5",
+        "results/seed-0/models/golf-1.pt",
+        "results/seed-0/rounds/1/stats.csv",
         "results/optimisation/reference.h5",
         "results/test_set.h5",
-        "results/optimisation/traj.h5",
+        "results/seed-0/optimisation/traj.h5",
         "results/report/summary.md",
     ]:
         assert (tiny_study / path).stat().st_size > 0, path
-    assert list((tiny_study / "results/models").glob("traj-*.pt")), "no trajectory baseline model"
-    assert list((tiny_study / "results/models").glob("trajeq-*.pt")), "no trajectory baseline at equal training"
+    assert list((tiny_study / "results/seed-0/models").glob("traj-*.pt")), "no trajectory baseline model"
+    assert list((tiny_study / "results/seed-0/models").glob("trajeq-*.pt")), "no trajectory baseline at equal training"
     for plot in ["pct_vs_step", "eres_vs_step", "success_vs_oracle_calls", "nnp_error_vs_step", "pct_distribution"]:
         for ext in ("png", "svg"):
             assert (tiny_study / f"results/report/{plot}.{ext}").stat().st_size > 0
@@ -61,9 +61,9 @@ def test_d0_has_a_row_with_status_for_every_train_conformer(tiny_study):
 
 @slow
 def test_round_selection_accounts_for_every_trajectory(tiny_study):
-    trajectories = data.read(tiny_study / "results/rounds/1/trajectories.h5")
-    selected = data.read(tiny_study / "results/rounds/1/selected.h5")
-    labels = data.read(tiny_study / "results/labels/round-1.h5")
+    trajectories = data.read(tiny_study / "results/seed-0/rounds/1/trajectories.h5")
+    selected = data.read(tiny_study / "results/seed-0/rounds/1/selected.h5")
+    labels = data.read(tiny_study / "results/seed-0/labels/round-1.h5")
     assert len(selected) == len({c.props["traj"] for c in trajectories})
     assert len(labels) == len(selected)
     # Selected rows are labelled now; skipped rows kept their reason.
@@ -72,18 +72,18 @@ def test_round_selection_accounts_for_every_trajectory(tiny_study):
             assert label.status != "unlabelled"
         else:
             assert label.status == s.status and s.status.startswith("skipped")
-    stats = pd.read_csv(tiny_study / "results/rounds/1/stats.csv")
+    stats = pd.read_csv(tiny_study / "results/seed-0/rounds/1/stats.csv")
     assert stats.loc[0, "trajectories"] == len(selected)
     assert stats.loc[0, "selected"] == sum(c.status == "unlabelled" for c in selected)
 
 
 @slow
 def test_golf_model_was_trained_on_d0_and_round_labels(tiny_study):
-    baseline = torch.load(tiny_study / "results/models/baseline.pt", weights_only=True)
-    golf = torch.load(tiny_study / "results/models/golf-1.pt", weights_only=True)
+    baseline = torch.load(tiny_study / "results/seed-0/models/baseline.pt", weights_only=True)
+    golf = torch.load(tiny_study / "results/seed-0/models/golf-1.pt", weights_only=True)
     changed = [k for k in baseline["state_dict"] if not torch.equal(baseline["state_dict"][k], golf["state_dict"][k])]
     assert changed, "golf-1 has the baseline's weights"
-    labels = data.read(tiny_study / "results/labels/round-1.h5")
+    labels = data.read(tiny_study / "results/seed-0/labels/round-1.h5")
     assert golf["meta"]["extra_oracle_calls"] == sum(c.labelled for c in labels)
     assert golf["meta"]["data_digest"] != baseline["meta"]["data_digest"]
 
@@ -106,15 +106,15 @@ def test_report_has_every_model(tiny_study):
 @slow
 def test_evaluations_carry_protocol_seed_and_models_their_optimiser(tiny_study):
     for model in ("baseline", "golf-1", "random-1"):
-        labels = data.read(tiny_study / f"results/labels/eval-{model}.h5")
+        labels = data.read(tiny_study / f"results/seed-0/labels/eval-{model}.h5")
         assert (labels.attrs["model"], labels.attrs["protocol"], labels.attrs["seed"]) == (model, "paper", 0)
-        table = pd.read_csv(tiny_study / f"results/eval/{model}/per_step.csv")
+        table = pd.read_csv(tiny_study / f"results/seed-0/eval/{model}/per_step.csv")
         assert set(table["protocol"]) == {"paper"} and set(table["seed"]) == {0}
-        meta = torch.load(tiny_study / f"results/models/{model}.pt", weights_only=True)["meta"]
+        meta = torch.load(tiny_study / f"results/seed-0/models/{model}.pt", weights_only=True)["meta"]
         assert meta["optimizer"]["max_displacement"] is None  # the tiny study has no cap
     assert "seed" not in data.read(tiny_study / "results/labels/eval-mmff.h5").attrs
-    random = data.read(tiny_study / "results/rounds/1/random.h5")
-    golf = data.read(tiny_study / "results/rounds/1/selected.h5")
+    random = data.read(tiny_study / "results/seed-0/rounds/1/random.h5")
+    golf = data.read(tiny_study / "results/seed-0/rounds/1/selected.h5")
     assert [c.status for c in random] == [c.status for c in golf]  # the same budget
 
 
@@ -124,7 +124,7 @@ def test_trajeq_trains_the_trajectory_frames_with_golfs_steps(tiny_study):
     schedule and D0 share per batch, with every one of traj-k's frames as new data. The
     trajectory file keeps each frame's molecule and start (its D0 conformer) for the report's
     coverage of each arm."""
-    models = tiny_study / "results/models"
+    models = tiny_study / "results/seed-0/models"
     (traj,) = models.glob("traj-*.pt")
     k = traj.stem.removeprefix("traj-")
     meta = {
@@ -133,12 +133,12 @@ def test_trajeq_trains_the_trajectory_frames_with_golfs_steps(tiny_study):
     golf, trajeq = meta["golf-1"]["training"], meta[f"trajeq-{k}"]["training"]
     for key in ("steps", "schedule_start", "schedule_total", "initial_conf_pct", "batch_size", "lr", "seed"):
         assert trajeq["settings"][key] == golf["settings"][key], key
-    trajectories = data.read(tiny_study / "results/optimisation/traj.h5")
+    trajectories = data.read(tiny_study / "results/seed-0/optimisation/traj.h5")
     frames = extra_frames(trajectories)
     assert meta[f"trajeq-{k}"]["extra_oracle_calls"] == meta[f"traj-{k}"]["extra_oracle_calls"] == len(frames) > 0
     assert trajeq["n_train_new"] == len(frames) and trajeq["n_train_d0"] == golf["n_train_d0"]
     assert meta[f"trajeq-{k}"]["trajeq"] == {"round": 1, "rounds": 1, "golf_labelled": [golf["n_train_new"]]}
-    d0 = {(c.molecule_id, c.conformer_id): c for c in data.read(tiny_study / "results/d0.h5")}
+    d0 = {(c.molecule_id, c.conformer_id): c for c in data.read(tiny_study / "results/seed-0/d0.h5")}
     for c in trajectories:  # every frame names its start: a D0 conformation training does not hold out
         start = d0[(c.molecule_id, c.conformer_id)]
         assert start.props["validation"] == 0
@@ -149,8 +149,8 @@ def test_trajeq_trains_the_trajectory_frames_with_golfs_steps(tiny_study):
 @slow
 def test_each_seed_holds_out_its_own_validation_split(tiny_study, tmp_path):
     """Issue 19: seed s draws D0's validation split with train.seed + s, into its own
-    results/seed-<s>/d0.h5; the labels stay shared, and one seed keeps results/d0.h5 (seed 0's
-    split). The tiny D0 has two training molecules, so two splits are possible; seeds 0 and 1
+    results/seed-<s>/d0.h5; the labels stay shared, and the one-seed study's results/seed-0/d0.h5 is
+    seed 0's split. The tiny D0 has two training molecules, so two splits are possible; seeds 0 and 1
     happen to draw the same one, seeds 0 and 3 do not."""
     study = tmp_path / "study"
     shutil.copytree(tiny_study / "results/cache", study / "results/cache")  # no new DFT call
@@ -163,7 +163,7 @@ def test_each_seed_holds_out_its_own_validation_split(tiny_study, tmp_path):
         splits[seed] = {(c.molecule_id, c.conformer_id) for c in d0 if c.props["validation"] == 1}
         assert splits[seed]
     assert splits[0] != splits[3]
-    one_seed = data.read(tiny_study / "results/d0.h5")
+    one_seed = data.read(tiny_study / "results/seed-0/d0.h5")
     assert {(c.molecule_id, c.conformer_id) for c in one_seed if c.props["validation"] == 1} == splits[0]
     assert not (study / "results/d0.h5").exists() and _oracle_calls_in(study) == 0
 
@@ -179,9 +179,9 @@ def test_rerun_of_a_round_makes_no_oracle_call(tiny_study, tmp_path):
     """Labels of a round recomputed from scratch (as after a kill) come from the cache."""
     study = tmp_path / "study"
     shutil.copytree(tiny_study, study, symlinks=True)  # a copy: the session's study stays whole
-    (study / "results/labels/round-1.h5").unlink()
-    snakemake(study, "results/labels/round-1.h5")
-    labels = data.read(study / "results/labels/round-1.h5")
+    (study / "results/seed-0/labels/round-1.h5").unlink()
+    snakemake(study, "results/seed-0/labels/round-1.h5")
+    labels = data.read(study / "results/seed-0/labels/round-1.h5")
     assert labels.attrs["oracle_calls"] == 0
     assert labels.attrs["cache_hits"] == sum(c.labelled for c in labels)
 
@@ -196,7 +196,7 @@ def test_the_tiny_study_reproduces_its_models_and_report_exactly(tiny_study, tmp
     shutil.copytree(tiny_study / "results/cache", again / "results/cache")
     snakemake(again)
     assert _oracle_calls_in(again) == 0, "the second study met a geometry the first one never labelled"
-    models = sorted(p.relative_to(tiny_study) for p in (tiny_study / "results/models").glob("*.pt"))
+    models = sorted(p.relative_to(tiny_study) for p in (tiny_study / "results/seed-0/models").glob("*.pt"))
     assert len(models) >= 4  # baseline, golf-1, traj-k, random-1
     for path in models:
         a, b = (torch.load(root / path, weights_only=True)["state_dict"] for root in (tiny_study, again))
@@ -275,12 +275,12 @@ def test_workflow_runs_on_an_imported_ase_database(tiny_study, tmp_path):
                 data={"energy": [c.energy], "forces": c.forces},
             )
         db.metadata = {"atomrefs": {"energy": [0.0] * 18}}
-    snakemake(tmp_path, "results/rounds/1/selected.h5", config=(f"data={{'d0': '{db_path}'}}",))
+    snakemake(tmp_path, "results/seed-0/rounds/1/selected.h5", config=(f"data={{'d0': '{db_path}'}}",))
     imported = data.read(tmp_path / "results/imported/d0.h5")
     assert len(imported) == len(d0)
     np.testing.assert_allclose(sorted(c.energy for c in imported), sorted(c.energy for c in d0), rtol=0, atol=1e-9)
     assert not (tmp_path / "results/labels/d0.h5").exists()  # no D0 labelling: the data came labelled
-    assert (tmp_path / "results/rounds/1/selected.h5").exists()
+    assert (tmp_path / "results/seed-0/rounds/1/selected.h5").exists()
 
 
 def test_an_imported_test_set_with_its_minima_needs_no_reference_optimisation(tiny_study, tmp_path):
@@ -335,7 +335,7 @@ def test_killed_run_resumes_without_repeating_a_dft_call(tmp_path):
     needs_psi4()
     # golf-1's evaluation labels are new geometries after the kill, so the second run must make
     # DFT calls (the tiny round 1 may only re-label D0 starts, which the cache already has).
-    target = "results/labels/eval-golf-1.h5"
+    target = "results/seed-0/labels/eval-golf-1.h5"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--configfile", str(TINY_CONFIG), "--config", f"molecules={TINY_CONFIG.parent / 'tiny.smi'}",
            "--cores", "2", target]  # fmt: skip
@@ -359,7 +359,7 @@ def test_killed_run_resumes_without_repeating_a_dft_call(tmp_path):
     calls = _oracle_calls_in(tmp_path) - calls_before
     assert calls == _cache_entries(tmp_path) - cached_before, "a DFT call was repeated"
     assert calls > 0
-    selected = data.read(tmp_path / "results/rounds/1/selected.h5")
+    selected = data.read(tmp_path / "results/seed-0/rounds/1/selected.h5")
     assert {c.props["round"] for c in selected} == {1}
 
 
@@ -407,7 +407,7 @@ def touched_study(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("touched-study")
     summary = _snakemake_with(workdir, TINY_CONFIG, "--summary")
     outputs = [line.split("\t")[0] for line in summary.splitlines() if "\t" in line][1:]
-    assert "results/models/baseline.pt" in outputs and "results/labels/d0.h5" in outputs
+    assert "results/seed-0/models/baseline.pt" in outputs and "results/labels/d0.h5" in outputs
     for output in outputs:
         (workdir / output).parent.mkdir(parents=True, exist_ok=True)
         (workdir / output).touch()
@@ -477,8 +477,8 @@ def test_a_configured_baseline_model_is_imported_not_trained(tmp_path):
 
 
 def test_an_imported_baseline_must_cover_the_configs_elements(tmp_path):
-    from golf.nnp import NNPError
-    from golf.workflow import imported_baseline
+    from golf.nnp.model import NNPError
+    from golf.study.jobs import imported_baseline
 
     path = _saved_model(tmp_path / "hco.pt", ["H", "C", "O"])
     assert imported_baseline(path, ["H", "C"]).meta["imported_from"] == str(path)
@@ -494,11 +494,11 @@ def test_random_control_labels_the_golf_rounds_trajectories_and_is_evaluated(tmp
 
 
 def test_random_control_selects_from_golfs_trajectories_and_trains_like_golf(tmp_path):
-    text = _snakemake_with(tmp_path, TINY_CONFIG, "-n", "results/models/random-1.pt")
+    text = _snakemake_with(tmp_path, TINY_CONFIG, "-n", "results/seed-0/models/random-1.pt")
     select = text.split("rule random_select:")[1].split("\n\n")[0]
-    assert "input: results/rounds/1/trajectories.h5" in select  # GOLF round 1's own trajectories
+    assert "input: results/seed-0/rounds/1/trajectories.h5" in select  # GOLF round 1's own trajectories
     train = text.split("rule random_train:")[1].split("\n\n")[0]
-    assert "results/models/baseline.pt" in train and "results/labels/random-1.h5" in train
+    assert "results/seed-0/models/baseline.pt" in train and "results/seed-0/labels/random-1.h5" in train
 
 
 def test_several_seeds_repeat_every_model_under_its_own_directory(tmp_path):
@@ -521,6 +521,18 @@ def test_several_seeds_repeat_every_model_under_its_own_directory(tmp_path):
     assert "results/models/golf-1.pt" not in text and "results/d0.h5" not in text
 
 
+def test_one_seed_has_the_layout_of_several(tmp_path):
+    """One result layout (issue 18): a one-seed study's models and rounds are under seed-<s>/ too,
+    its shared files where several seeds' are."""
+    config = _tiny_config_with(tmp_path, "seed-7", lambda c: c.update(study={"seeds": [7]}))
+    text = _snakemake_with(tmp_path / "study", config, "-n")
+    for path in ("d0.h5", "models/golf-1.pt", "labels/round-1.h5", "optimisation/traj.h5", "eval/golf-1/per_step.csv"):
+        assert f"results/seed-7/{path}" in text
+    for path in ("labels/d0.h5", "optimisation/reference.h5", "eval/mmff/per_step.csv"):
+        assert f"results/{path}" in text and f"results/seed-7/{path}" not in text
+    assert "results/models/" not in text and "results/seed-0/" not in text
+
+
 def _jobs_of(text: str, rule: str) -> list[dict]:
     """The input and output lines of each job of ``rule`` in a dry run's text."""
     jobs = []
@@ -539,18 +551,19 @@ def test_trajeq_chains_rounds_like_golf_and_can_be_turned_off(tmp_path):
     """Issue 19: trajeq-k repeats GOLF's chain, round r fine-tuning round r-1 and reading GOLF's
     labels of rounds 1..r (their counts set its steps); traj.equal_training: false drops it."""
     config = _tiny_config_with(tmp_path, "rounds", lambda c: c["golf"].update(rounds=3))
-    text = _snakemake_with(tmp_path / "study", config, "-n", "results/models/trajeq-9.pt")
+    text = _snakemake_with(tmp_path / "study", config, "-n", "results/seed-0/models/trajeq-9.pt")
     chain = sorted(_jobs_of(text, "train_trajeq"), key=lambda j: j["output"]) + _jobs_of(text, "train_trajeq_final")
     previous = [
-        "results/models/baseline.pt",
-        "results/models/trajeq-9/round-1.pt",
-        "results/models/trajeq-9/round-2.pt",
+        "results/seed-0/models/baseline.pt",
+        "results/seed-0/models/trajeq-9/round-1.pt",
+        "results/seed-0/models/trajeq-9/round-2.pt",
     ]
     for r, job in enumerate(chain, start=1):
         inputs = job["input"].split(", ")
-        assert inputs[0] == previous[r - 1] and "results/optimisation/traj.h5" in inputs
-        assert [i for i in inputs if "labels/round-" in i] == [f"results/labels/round-{q}.h5" for q in range(1, r + 1)]
-    assert chain[-1]["output"].startswith("results/models/trajeq-9.pt")
+        assert inputs[0] == previous[r - 1] and "results/seed-0/optimisation/traj.h5" in inputs
+        rounds = [f"results/seed-0/labels/round-{q}.h5" for q in range(1, r + 1)]
+        assert [i for i in inputs if "labels/round-" in i] == rounds
+    assert chain[-1]["output"].startswith("results/seed-0/models/trajeq-9.pt")
     off = _tiny_config_with(tmp_path, "no-trajeq", lambda c: c["traj"].update(equal_training=False))
     assert not {j for j in _scheduled(tmp_path / "study", off) if "trajeq" in j}
 
@@ -559,5 +572,5 @@ def test_training_checkpoints_are_no_outputs(tmp_path):
     # Snakemake deletes a failed job's outputs; the checkpoint a rerun resumes from must survive.
     summary = _snakemake_with(tmp_path, TINY_CONFIG, "--summary")
     outputs = [line.split("\t")[0] for line in summary.splitlines() if "\t" in line][1:]
-    assert "results/models/golf-1.pt" in outputs
+    assert "results/seed-0/models/golf-1.pt" in outputs
     assert not [o for o in outputs if "checkpoints" in o or o.endswith(".ckpt")]

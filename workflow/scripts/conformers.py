@@ -1,7 +1,8 @@
 """Rule conformers: molecule list -> RDKit conformers (train and test split) in HDF5."""
 
-from golf import conformers, data
-from golf.workflow import log_to
+from golf import data
+from golf.chem import conformers
+from golf.study.jobs import log_to
 
 log_to(snakemake.log[0])
 settings = snakemake.params.settings

@@ -1,8 +1,8 @@
-"""Rule d0: D0 with its validation split decided once (property ``validation``, golf.train)."""
+"""Rule d0: D0 with its validation split decided once (property ``validation``, golf.train.trainer)."""
 
 from golf import data
-from golf.validation import mark_validation
-from golf.workflow import log_to
+from golf.study.jobs import log_to
+from golf.train.validation import mark_validation
 
 log_to(snakemake.log[0])
 v = snakemake.params.validation

@@ -1,8 +1,8 @@
 """Rule gather_labels: the labelled chunks of a set, back in input order, force-norm filter applied."""
 
 from golf import data
-from golf.labels import ProvenanceError, gather
-from golf.workflow import log_to, user_errors
+from golf.oracle.labels import ProvenanceError, gather
+from golf.study.jobs import log_to, user_errors
 
 log_to(snakemake.log[0])
 chunks = [data.read(path) for path in snakemake.input.chunks]

@@ -2,9 +2,9 @@
 trajectory baseline, whole trajectories in the seeded order up to its budget k, counted once."""
 
 from golf import data
-from golf.labels import ProvenanceError
-from golf.oracle_optimize import gather_trajectories
-from golf.workflow import log_to, user_errors
+from golf.oracle.labels import ProvenanceError
+from golf.oracle.trajectories import gather_trajectories
+from golf.study.jobs import log_to, user_errors
 
 log_to(snakemake.log[0])
 chunks = [data.read(path) for path in snakemake.input.chunks]

@@ -3,9 +3,10 @@
 import torch
 
 from golf import data, nnp
-from golf.explore import run_golf_trajectories
-from golf.validation import validation_predicate
-from golf.workflow import log_to
+from golf.active.explore import run_golf_trajectories
+from golf.study.jobs import log_to
+from golf.study.names import round_seed
+from golf.train.validation import validation_predicate
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -20,7 +21,7 @@ trajectories = run_golf_trajectories(
     parallel=golf["parallel"],
     timelimit=golf["timelimit"],
     mmff_threshold=golf["mmff_threshold"],
-    seed=golf["seed"] * 1000 + r,  # a different, reproducible start sample every round
+    seed=round_seed(golf["seed"], r),  # a different, reproducible start sample every round
     round_index=r,
     max_displacement=golf["max_displacement"],
     exclude=validation_predicate(d0),

@@ -1,8 +1,8 @@
 """Rule golf_round_stats: one CSV row describing a GOLF round."""
 
 from golf import data
-from golf.round_stats import round_stats
-from golf.workflow import log_to
+from golf.active.round_stats import round_stats
+from golf.study.jobs import log_to
 
 log_to(snakemake.log[0])
 stats = round_stats(

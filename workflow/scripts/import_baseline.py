@@ -1,7 +1,7 @@
 """Rule import_baseline: config nnp.baseline_model as the study's baseline, no training."""
 
 from golf import nnp
-from golf.workflow import imported_baseline, log_to, save_study_model, user_errors
+from golf.study.jobs import imported_baseline, log_to, save_study_model, user_errors
 
 log_to(snakemake.log[0])
 params = snakemake.params

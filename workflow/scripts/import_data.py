@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from golf import data
-from golf.formats import import_file
-from golf.workflow import log_to
+from golf.data.formats import import_file
+from golf.study.jobs import log_to
 
 log_to(snakemake.log[0])
 name = snakemake.wildcards.name

@@ -1,9 +1,9 @@
 """Rule label_chunk: oracle labels for rows i, i + N, ... of a set (scatter item i+1-of-N)."""
 
 from golf import data
-from golf.labels import label_pending
-from golf.oracle import Oracle
-from golf.workflow import log_to, oracle_provenance, oracle_settings, scatter_item
+from golf.oracle.labels import label_pending
+from golf.oracle.oracle import Oracle
+from golf.study.jobs import log_to, oracle_provenance, oracle_settings, scatter_item
 
 log_to(snakemake.log[0])
 chunk, n_chunks = scatter_item(snakemake.wildcards.scatteritem)

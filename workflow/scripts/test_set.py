@@ -1,7 +1,8 @@
-"""Rule test_set: one row per test conformation, its start and its oracle minimum (golf.evaluate)."""
+"""Rule test_set: one row per test conformation, its start and its oracle minimum (golf.study.evaluate)."""
 
-from golf import data, evaluate
-from golf.workflow import log_to
+from golf import data
+from golf.study import evaluate
+from golf.study.jobs import log_to
 
 log_to(snakemake.log[0])
 source = data.read(snakemake.input.source)

@@ -3,7 +3,7 @@
 import torch
 
 from golf import data, train
-from golf.workflow import log_to, new_model, save_study_model, train_settings
+from golf.study.jobs import log_to, new_model, save_study_model, train_settings
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

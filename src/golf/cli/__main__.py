@@ -1,0 +1,5 @@
+import sys
+
+from golf.cli.main import main
+
+sys.exit(main())
