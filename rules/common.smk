@@ -386,7 +386,7 @@ def model_params(wildcards):
     return {
         "nnp": nnp,
         "elements": config["elements"],
-        "oracle": {"method": oracle["method"], "basis": oracle["basis"]},
+        "oracle": {k: oracle[k] for k in ("program", "method", "basis")},
         "train": seeded_train(wildcards),
     }
 

@@ -12,19 +12,25 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "data" / "tiny.yaml"
+TINY_XTB_CONFIG = REPO / "tests" / "data" / "tiny_xtb.yaml"  # the same study on the xTB oracle
 TINY_MOLECULES = REPO / "tests" / "data" / "tiny.smi"
 
 
 def snakemake(
-    workdir: Path, *args: str, config: tuple[str, ...] = (), check: bool = True, timeout: int = 1500
+    workdir: Path,
+    *args: str,
+    config: tuple[str, ...] = (),
+    check: bool = True,
+    timeout: int = 1500,
+    configfile: Path = TINY_CONFIG,
 ) -> subprocess.CompletedProcess:
-    """Run the project's workflow with the tiny config in ``workdir`` (real scheduler, local cores).
-    ``config``: extra ``key=value`` overrides."""
+    """Run the project's workflow with the tiny config (or ``configfile``) in ``workdir`` (real
+    scheduler, local cores). ``config``: extra ``key=value`` overrides."""
     cmd = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir),
-        "--configfile", str(TINY_CONFIG),
+        "--configfile", str(configfile),
         "--config", f"molecules={TINY_MOLECULES}", *config,
         "--cores", "2",
         *args,

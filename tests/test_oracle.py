@@ -372,5 +372,5 @@ def test_worker_pool_answers_a_task_on_its_own(psi4_argv, reference_energies):
         reply = pool.run(task, timeout_s=120)
     finally:
         pool.close()
-    assert reply["status"] == "ok" and pool.calls == 1 and pool.psi4_version
+    assert reply["status"] == "ok" and pool.calls == 1 and pool.version
     assert abs(reply["energy"] - reference_energies["O"]) < 1e-8

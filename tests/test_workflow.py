@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY_CONFIG, needs_psi4, snakemake
+from conftest import REPO, TINY_CONFIG, TINY_XTB_CONFIG, needs_psi4, snakemake
 
 from golf import data
 from golf.oracle.trajectories import extra_frames
@@ -228,6 +228,19 @@ def test_golf_inspect_reads_every_intermediate_file(tiny_study):
 
 
 @slow
+def test_the_tiny_study_runs_on_the_xtb_oracle(tmp_path):
+    """Issue 21: the same tiny study with GFN2-xTB labels (tblite), report included, no Psi4."""
+    pytest.importorskip("tblite.interface", reason="tblite is not installed: run bin/setup")
+    snakemake(tmp_path, configfile=TINY_XTB_CONFIG)
+    assert (tmp_path / "results/report/summary.md").exists()
+    for path in ("results/labels/d0.h5", "results/seed-0/labels/round-1.h5", "results/optimisation/reference.h5"):
+        provenance = data.read(tmp_path / path).attrs["oracle"]
+        assert (provenance["program"], provenance["method"]) == ("xtb", "gfn2-xtb"), path
+    model = torch.load(tmp_path / "results/seed-0/models/golf-1.pt", weights_only=True)
+    assert model["meta"]["level_of_theory"] == "gfn2-xtb"
+
+
+@slow
 def test_invalid_config_fails_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY_CONFIG.read_text() + "\ngolf_rounds: 3\n")
@@ -320,7 +333,8 @@ def _cache_entries(workdir) -> int:
 def _oracle_calls_in(workdir) -> int:
     """Psi4 calls recorded by the label and optimisation files of a run. Each leaves one cache
     entry: a label, or a remembered failure."""
-    files = list((workdir / "results/labels").glob("*.h5")) + list((workdir / "results/optimisation").glob("*.h5"))
+    results = workdir / "results"  # shared sets and every seed's (seed-<s>/labels, seed-<s>/optimisation)
+    files = [*results.glob("**/labels/*.h5"), *results.glob("**/optimisation/*.h5")]
     return sum(int(data.read(f).attrs.get("oracle_calls", 0)) for f in files)
 
 

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from golf.data.dataset import STATUSES, Dataset
-from golf.oracle.worker_pool import OracleUnavailable, WorkerPool, find_psi4_python
+from golf.oracle.worker_pool import PROGRAMS, OracleUnavailable, WorkerPool, find_psi4_python
 
 __all__ = [
     "OracleUnavailable",
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # Failures a later run may reuse: they come from the conformation and these settings, not from
 # our side (a call that never reached Psi4 is not a failure of the conformation).
+XTB_METHODS = ("gfn2-xtb", "gfn1-xtb")  # tblite's Hamiltonians (IPEA1 is for ionisation potentials)
+
 REMEMBERED_FAILURES = ("scf_not_converged", "timeout", "worker_crashed", "oracle_error")
 
 
@@ -74,7 +76,8 @@ class OracleSettings:
     """
 
     method: str = "wb97x-d"
-    basis: str = "def2-svp"
+    basis: str = "def2-svp"  # not used by xtb (its methods carry their basis)
+    program: str = "psi4"  # "psi4", or "xtb" (GFN2-xTB or GFN1-xTB through tblite)
     threads: int = 1  # per worker
     memory_mb: int = 2000  # per worker, given to psi4.set_memory
     timeout_s: float = 600.0  # per task
@@ -87,7 +90,13 @@ class OracleSettings:
 
     def __post_init__(self):
         problems = []
-        if not self.method or not self.basis:
+        if self.program not in PROGRAMS:
+            problems.append(f"program must be one of {', '.join(PROGRAMS)}, not {self.program!r}")
+        elif self.program == "xtb":
+            self.basis = ""  # GFN-xTB has its own minimal basis: not part of the label's key
+            if self.method.lower() not in XTB_METHODS:
+                problems.append(f"the xtb program's method is one of {', '.join(XTB_METHODS)}, not {self.method!r}")
+        elif not self.method or not self.basis:
             problems.append("method and basis must be non-empty")
         if int(self.threads) < 1 or int(self.workers) < 1:
             problems.append("threads and workers must be >= 1")
@@ -111,7 +120,7 @@ class OracleSettings:
 
     @property
     def level_of_theory(self) -> str:
-        return level_of_theory(self.method, self.basis)
+        return level_of_theory(self.method, self.basis, self.program)
 
     @property
     def label_options(self) -> dict[str, Any]:
@@ -119,9 +128,10 @@ class OracleSettings:
         return {str(k).lower(): v for k, v in sorted(self.options.items()) if not str(k).startswith("_")}
 
 
-def level_of_theory(method: str, basis: str) -> str:
-    """ "method/basis", lower-cased: the provenance that labels and models carry."""
-    return f"{method}/{basis}".lower()
+def level_of_theory(method: str, basis: str, program: str = "psi4") -> str:
+    """ "method/basis" (Psi4) or the method alone (xtb, e.g. "gfn2-xtb"), lower-cased: the
+    provenance that labels and models carry."""
+    return method.lower() if program == "xtb" else f"{method}/{basis}".lower()
 
 
 @dataclass
@@ -160,9 +170,10 @@ class LabelCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(species, coordinates, charge: int, multiplicity: int, method: str, basis: str, psi4_version: str,
-            options: dict[str, Any] | None = None) -> str:  # fmt: skip
-        """SHA-256 of the label's inputs; coordinates are rounded to 1e-6 Angstrom (integer micro-Angstrom)."""
+    def key(species, coordinates, charge: int, multiplicity: int, method: str, basis: str, version: str,
+            options: dict[str, Any] | None = None, program: str = "psi4") -> str:  # fmt: skip
+        """SHA-256 of the label's inputs; coordinates are rounded to 1e-6 Angstrom (integer micro-Angstrom).
+        ``version``: the program's (Psi4's keys, from before xtb, name only its version)."""
         micro = np.rint(np.asarray(coordinates, dtype=np.float64) * 1e6).astype(np.int64) + 0  # + 0: no -0
         payload = {
             "species": [int(z) for z in species],
@@ -171,7 +182,7 @@ class LabelCache:
             "multiplicity": int(multiplicity),
             "method": method.lower(),
             "basis": basis.lower(),
-            "psi4": psi4_version,
+            **({"psi4": version} if program == "psi4" else {"program": program, "version": version}),
             "options": {str(k).lower(): v for k, v in sorted((options or {}).items()) if not str(k).startswith("_")},
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -254,7 +265,7 @@ class Oracle:
         self.cached_failures = 0
         self.cache = LabelCache(self.settings.cache_dir) if self.settings.cache_dir else None
         s = self.settings
-        self.pool = WorkerPool(s.workers, s.threads, s.psi4_python, s.scratch_dir)
+        self.pool = WorkerPool(s.workers, s.threads, s.psi4_python, s.scratch_dir, s.program)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -263,8 +274,8 @@ class Oracle:
             return self
         self.pool.start()
         log.info(
-            "oracle: %d Psi4 %s worker(s), %s, %d thread(s) and %d MB each, timeout %.0f s, cache %s",
-            len(self.pool), self.psi4_version, self.settings.level_of_theory, self.settings.threads,
+            "oracle: %d %s %s worker(s), %s, %d thread(s) and %d MB each, timeout %.0f s, cache %s",
+            len(self.pool), self.settings.program, self.version, self.settings.level_of_theory, self.settings.threads,
             self.settings.memory_mb, self.settings.timeout_s, self.settings.cache_dir or "off",
         )  # fmt: skip
         return self
@@ -280,8 +291,14 @@ class Oracle:
         self.close()
 
     @property
+    def version(self) -> str | None:
+        """The oracle program's version (Psi4's, or tblite's as "tblite <x.y.z>")."""
+        return self.pool.version
+
+    @property
     def psi4_version(self) -> str | None:
-        return self.pool.psi4_version
+        """Psi4's version; None for another program."""
+        return self.version if self.settings.program == "psi4" else None
 
     @property
     def calls(self) -> int:
@@ -304,8 +321,8 @@ class Oracle:
     def provenance(self) -> dict[str, Any]:
         """What a label depends on besides its geometry: a dataset holds labels of one provenance."""
         return {
-            "program": "psi4",
-            "version": self.psi4_version,
+            "program": self.settings.program,
+            "version": self.version,
             "method": self.settings.method.lower(),
             "basis": self.settings.basis.lower(),
             "options": self.settings.label_options,
@@ -376,8 +393,8 @@ class Oracle:
             if not np.isfinite(coordinates).all():
                 results[i] = _failure("skipped_nonfinite", "non-finite coordinates")
                 continue
-            key = LabelCache.key(species, coordinates, charge, multiplicity, s.method, s.basis, self.psi4_version,
-                                 s.options)  # fmt: skip
+            key = LabelCache.key(species, coordinates, charge, multiplicity, s.method, s.basis, self.version,
+                                 s.options, s.program)  # fmt: skip
             if key in pending:
                 pending[key][1].append(i)
                 continue
@@ -450,7 +467,8 @@ class Oracle:
                 "multiplicity": job.multiplicity,
                 "method": s.method,
                 "basis": s.basis,
-                "psi4_version": self.psi4_version,
+                **({"psi4_version": self.version} if s.program == "psi4" else {"program": s.program}),
+                "version": self.version,
                 "options": s.options,
             }
             self.cache.put(job.key, result, provenance)

@@ -1,6 +1,7 @@
-"""A pool of long-lived Psi4 worker processes: starting them, one task at a time each, timeouts,
-crashes and restarts. It speaks the worker protocol (JSON lines of :mod:`golf.oracle._psi4_worker`) and
-knows nothing of caches or datasets; :class:`golf.oracle.oracle.Oracle` builds on it.
+"""A pool of long-lived oracle worker processes (Psi4, or GFN-xTB through tblite): starting them,
+one task at a time each, timeouts, crashes and restarts. It speaks the worker protocol (JSON lines
+of :mod:`golf.oracle._psi4_worker`, which :mod:`golf.oracle._xtb_worker` speaks too) and knows
+nothing of caches or datasets; :class:`golf.oracle.oracle.Oracle` builds on it.
 
 Psi4 is not on PyPI, so the workers run under Psi4's own interpreter (Debian's ``/usr/bin/python3``
 with the ``psi4`` package, or a conda env from ``envs/psi4.yaml``), found by
@@ -19,6 +20,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,17 +28,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OracleUnavailable", "WorkerPool", "find_psi4_python"]
+__all__ = ["OracleUnavailable", "WorkerPool", "find_psi4_python", "PROGRAMS"]
 
 log = logging.getLogger(__name__)
 
-WORKER_SCRIPT = Path(__file__).with_name("_psi4_worker.py")
+# The worker script of each oracle program; both speak the protocol of golf.oracle._psi4_worker.
+WORKER_SCRIPTS = {
+    "psi4": Path(__file__).with_name("_psi4_worker.py"),
+    "xtb": Path(__file__).with_name("_xtb_worker.py"),
+}
+PROGRAMS = tuple(WORKER_SCRIPTS)
 START_TIMEOUT_S = 300.0  # importing psi4 from a cold conda env on NFS can take a minute
 _HOWTO = (
     "install Psi4: as root on Debian/Ubuntu `apt-get install psi4`; with conda run the workflow with "
     "`snakemake --use-conda` (envs/psi4.yaml) or create the env yourself with `conda env create -f envs/psi4.yaml`; "
     "or set config oracle.psi4_python to a python interpreter that can `import psi4`"
 )
+
+
+_XTB_HOWTO = "install tblite (`pip install tblite==0.8.0`; bin/setup does) into the Python that runs the workflow"
 
 
 class OracleUnavailable(RuntimeError):
@@ -140,10 +150,11 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    """One Psi4 worker process and its pipes. Used by one thread at a time."""
+    """One worker process and its pipes. Used by one thread at a time."""
 
-    def __init__(self, argv: list[str], root: Path, index: int, threads: int):
+    def __init__(self, argv: list[str], root: Path, index: int, threads: int, program: str = "psi4"):
         self.argv = argv
+        self.program = program
         self.index = index
         self.threads = threads
         self.root = root
@@ -164,7 +175,8 @@ class _Worker:
         # BLAS/OpenMP thread pools are sized at import, before psi4.set_num_threads can act
         env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         env.update(OPENBLAS_NUM_THREADS=str(self.threads))
-        cmd = [*self.argv, str(WORKER_SCRIPT), "--scratch", str(self.scratch), "--scratch-root", str(self.root)]
+        script = str(WORKER_SCRIPTS[self.program])
+        cmd = [*self.argv, script, "--scratch", str(self.scratch), "--scratch-root", str(self.root)]
         with open(self.stderr_path, "ab") as stderr:
             try:
                 self.proc = subprocess.Popen(
@@ -179,11 +191,12 @@ class _Worker:
             self.kill()
             tail = self.stderr_tail()
             raise OracleUnavailable(
-                f"Psi4 worker did not start ({type(err).__name__.strip('_')}): {tail or 'no output'}; {_HOWTO}"
+                f"{self.program} worker did not start ({type(err).__name__.strip('_')}): {tail or 'no output'}; "
+                f"{_HOWTO if self.program == 'psi4' else _XTB_HOWTO}"
             ) from None
         if hello.get("type") != "hello":
             self.kill()
-            raise OracleUnavailable(f"Psi4 worker sent {hello!r} instead of its hello line")
+            raise OracleUnavailable(f"{self.program} worker sent {hello!r} instead of its hello line")
         self.hello = hello
         return hello
 
@@ -264,7 +277,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """``workers`` Psi4 worker processes, each running one task at a time.
+    """``workers`` worker processes of ``program`` ("psi4" or "xtb"), each running one task at a time.
 
     ``calls`` counts tasks sent (a retry after a crash counts again), ``restarts`` worker
     restarts, ``worker_seconds`` the wall time workers reported spending inside tasks.
@@ -272,7 +285,10 @@ class WorkerPool:
     """
 
     def __init__(self, workers: int = 1, threads: int = 1, psi4_python: str | None = None,
-                 scratch_dir: str | None = None):  # fmt: skip
+                 scratch_dir: str | None = None, program: str = "psi4"):  # fmt: skip
+        if program not in WORKER_SCRIPTS:
+            raise ValueError(f"unknown oracle program {program!r} (one of {', '.join(PROGRAMS)})")
+        self.program = program
         self.n_workers = workers
         self.threads = threads
         self.psi4_python = psi4_python
@@ -280,7 +296,7 @@ class WorkerPool:
         self.calls = 0
         self.restarts = 0
         self.worker_seconds = 0.0
-        self.psi4_version: str | None = None
+        self.version: str | None = None  # the program's, from its workers' hello
         self._workers: list[_Worker] = []
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._root: Path | None = None
@@ -299,10 +315,11 @@ class WorkerPool:
         if self._workers:
             return self
         self._closing = False
-        argv = find_psi4_python(self.psi4_python)
+        # Psi4 runs under its own interpreter; tblite is a PyPI package of the workflow's own.
+        argv = find_psi4_python(self.psi4_python) if self.program == "psi4" else [sys.executable]
         self._root = Path(tempfile.mkdtemp(prefix="golf-oracle-", dir=self.scratch_dir))
         try:
-            workers = [_Worker(argv, self._root, i, self.threads) for i in range(self.n_workers)]
+            workers = [_Worker(argv, self._root, i, self.threads, self.program) for i in range(self.n_workers)]
             # start all, so the psi4 imports overlap; a worker reads its hello when asked
             with ThreadPoolExecutor(len(workers)) as pool:
                 hellos = list(pool.map(lambda w: w.start(), workers))
@@ -311,7 +328,7 @@ class WorkerPool:
                 w.kill()
             shutil.rmtree(self._root, ignore_errors=True)
             raise
-        self.psi4_version = hellos[0]["psi4_version"]
+        self.version = _version(hellos[0])
         self._workers = workers
         for w in workers:
             self._idle.put(w)
@@ -382,14 +399,19 @@ class WorkerPool:
         hello = worker.start()
         with self._lock:
             self.restarts += 1
-        if hello.get("psi4_version") != self.psi4_version:
-            log.warning("oracle: restarted worker runs Psi4 %s, not %s", hello.get("psi4_version"), self.psi4_version)
+        if _version(hello) != self.version:
+            log.warning("oracle: restarted worker runs %s %s, not %s", self.program, _version(hello), self.version)
 
     def _try_restart(self, worker: _Worker) -> None:
         try:
             self._restart(worker)
         except OracleUnavailable as err:  # the next task on this worker tries again
             log.error("oracle: could not restart worker %d: %s", worker.index, err)
+
+
+def _version(hello: dict[str, Any]) -> str | None:
+    """The program's version from a worker's hello line (the Psi4 worker names it psi4_version)."""
+    return hello.get("version", hello.get("psi4_version"))
 
 
 def _reply(status: str, message: str, infrastructure: bool = False) -> dict[str, Any]:

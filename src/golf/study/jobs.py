@@ -47,6 +47,7 @@ def oracle_settings(oracle_params: dict, workers: int = 1):
     from golf.oracle.oracle import OracleSettings
 
     return OracleSettings(
+        program=oracle_params.get("program", "psi4"),
         method=oracle_params["method"],
         basis=oracle_params["basis"],
         threads=oracle_params["threads"],
@@ -68,7 +69,7 @@ def oracle_provenance(oracle) -> dict:
     return {
         "oracle": oracle.provenance,
         "level_of_theory": oracle.settings.level_of_theory,
-        "psi4_version": oracle.psi4_version,
+        **({"psi4_version": oracle.psi4_version} if oracle.psi4_version else {}),
         "oracle_calls": oracle.calls,
         "cache_hits": oracle.cache_hits,
         "cached_failures": oracle.cached_failures,
@@ -81,11 +82,11 @@ def new_model(config: dict, d0):
     from golf import nnp
     from golf.oracle.oracle import level_of_theory
 
-    hp = config["nnp"]
+    hp, oracle = config["nnp"], config["oracle"]
     elements = config["elements"]
     common = {
         "self_energies": nnp.fit_self_energies(d0, elements),
-        "level_of_theory": level_of_theory(config["oracle"]["method"], config["oracle"]["basis"]),
+        "level_of_theory": level_of_theory(oracle["method"], oracle["basis"], oracle.get("program", "psi4")),
         "seed": config["train"]["seed"],
     }
     if hp.get("architecture", "ani") == "painn":
