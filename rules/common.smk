@@ -5,6 +5,7 @@ import shutil
 
 # The package is installed where Snakemake runs (`pip install -e .`) and into each conda env
 # (envs/*.post-deploy.sh installs this checkout, found through GOLF_SOURCE).
+from golf.chem.conformers import molecule_list_path
 from golf.cli.config import ConfigError, golf_budget, traj_budget, validate
 from golf.study.names import (
     model_name,

@@ -1,6 +1,6 @@
 rule conformers:
     input:
-        molecules=config["molecules"],
+        molecules=molecule_list_path(config["molecules"]),
     output:
         conformers="results/conformers.h5",
     log:
@@ -16,5 +16,6 @@ rule conformers:
     params:
         settings=config["conformers"],
         elements=config["elements"],
+        molecule_filter=config["molecule_filter"],
     script:
         "../workflow/scripts/conformers.py"

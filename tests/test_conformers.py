@@ -1,5 +1,7 @@
 """golf.chem.conformers: molecule lists, skips with reasons, reproducible ETKDG, atom order, RMSD de-dup, split."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from rdkit import Chem
@@ -260,3 +262,30 @@ def test_the_written_test_set_holds_only_new_conformers(tmp_path):
         assert nearest >= 0.3
         assert t.props["train_rmsd"] == pytest.approx(nearest, abs=1e-6)
     assert "m2" in {s["name"] for s in written.attrs["test_shortfall"]}  # formaldehyde is rigid
+
+
+def test_molecule_filter_counts_what_it_leaves_out(tmp_path):
+    from golf.chem.conformers import MoleculeFilter, filter_molecules
+
+    path = tmp_path / "mix.smi"
+    lines = ["CCO ethanol", "CCCCCCCCCCO decanol", "CC(=O)[O-].[Na+] salt", "C[NH3+] ion", "CCBr bromo"]
+    lines += ["CCN amine", "CO m"]
+    path.write_text("\n".join(lines) + "\n")
+    specs, _ = read_molecule_list(path)
+    rules = MoleculeFilter(max_heavy_atoms=9, neutral=True, single_fragment=True, max_molecules=2)
+    kept, out = filter_molecules(specs, HCNO, rules)
+    # bromoethane passes on (generate_conformers skips it with its reason) but does not count
+    assert [s.name for s in kept] == ["ethanol", "bromo", "amine"]
+    assert out == {"heavy_atoms": 1, "charged": 2, "beyond_max_molecules": 1}  # the salt is charged first
+    assert filter_molecules(specs[2:3], HCNO, MoleculeFilter(single_fragment=True))[1] == {"fragments": 1}
+    assert filter_molecules(specs, HCNO, MoleculeFilter()) == (specs, {})
+
+
+def test_molecule_list_from_rdkits_data():
+    from golf.chem.conformers import molecule_list_path
+
+    nci = molecule_list_path("rdkit:NCI/first_5K.smi")
+    assert nci.endswith("NCI/first_5K.smi") and Path(nci).is_file()
+    assert molecule_list_path("config/molecules/default.smi") == "config/molecules/default.smi"
+    specs, _ = read_molecule_list(nci)
+    assert len(specs) > 4800

@@ -7,6 +7,8 @@ from golf.study.jobs import log_to
 log_to(snakemake.log[0])
 settings = snakemake.params.settings
 specs, skipped = conformers.read_molecule_list(snakemake.input.molecules)
+rules = conformers.MoleculeFilter(**snakemake.params.molecule_filter)
+specs, filtered = conformers.filter_molecules(specs, snakemake.params.elements, rules)
 dataset = conformers.generate_conformers(
     specs,
     elements=snakemake.params.elements,
@@ -21,5 +23,7 @@ dataset = conformers.generate_conformers(
     noise=settings["noise"],
     skipped=skipped,
 )
-dataset.attrs.update(kind="conformers", config_digest=data.config_digest(dict(snakemake.params)))
+dataset.attrs.update(
+    kind="conformers", molecule_filter=filtered, config_digest=data.config_digest(dict(snakemake.params))
+)
 data.write(snakemake.output.conformers, dataset)

@@ -71,6 +71,57 @@ def read_molecule_list(path: str | Path) -> tuple[list[MoleculeSpec], list[dict]
     return specs, skipped
 
 
+# A molecule list shipped with RDKit: "rdkit:NCI/first_5K.smi" is RDConfig.RDDataDir/NCI/first_5K.smi
+# (4 991 molecules of the NCI open database), a public set nobody here chose.
+RDKIT_DATA = "rdkit:"
+
+
+def molecule_list_path(name: str) -> str:
+    """The file a config's ``molecules:`` names: a path, or ``rdkit:<file under RDKit's Data>``."""
+    if not name.startswith(RDKIT_DATA):
+        return name
+    from rdkit import RDConfig
+
+    return str(Path(RDConfig.RDDataDir) / name.removeprefix(RDKIT_DATA))
+
+
+@dataclass(frozen=True)
+class MoleculeFilter:
+    """Which molecules of a list a study uses (config ``molecule_filter``); None or False: no limit."""
+
+    max_heavy_atoms: int | None = None
+    neutral: bool = False  # no formal charge on any atom (zwitterions out too)
+    single_fragment: bool = False  # no salts or mixtures
+    max_molecules: int | None = None  # the first that pass, in file order
+
+
+def filter_molecules(
+    specs: list[MoleculeSpec], elements: list[str], rules: MoleculeFilter
+) -> tuple[list[MoleculeSpec], dict[str, int]]:
+    """The molecules that pass ``rules``, and how many each rule left out (counted, not listed: a
+    public set such as NCI's leaves out thousands). A molecule with an element outside
+    ``elements`` passes on, to be skipped with its reason by :func:`generate_conformers`, but does
+    not count towards ``max_molecules``."""
+    from rdkit import Chem
+
+    out: Counter = Counter()
+    kept, usable = [], 0
+    for spec in specs:
+        mol = addhs_template(spec.smiles)
+        if rules.max_heavy_atoms is not None and mol.GetNumHeavyAtoms() > rules.max_heavy_atoms:
+            out["heavy_atoms"] += 1
+        elif rules.neutral and any(a.GetFormalCharge() for a in mol.GetAtoms()):
+            out["charged"] += 1
+        elif rules.single_fragment and len(Chem.GetMolFrags(mol)) > 1:
+            out["fragments"] += 1
+        elif rules.max_molecules is not None and usable >= rules.max_molecules:
+            out["beyond_max_molecules"] += 1
+        else:
+            kept.append(spec)
+            usable += not {a.GetSymbol() for a in mol.GetAtoms()} - set(elements)
+    return kept, dict(out)
+
+
 def _rmsd(mol, conf_a: int, conf_b: int) -> float:
     """All-atom RMSD after the best alignment over symmetry-equivalent atom orders (Angstrom)."""
     from rdkit.Chem import rdMolAlign
