@@ -7,7 +7,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default study's config, unless the command line names config files: then they are the
+# whole config (the schema fills in what they leave out), in the main process and in every job
+# step alike. Merging config/config.yaml under them only where it is found (a checkout, not a
+# SLURM job step's own view) made job steps and the main process disagree (issue 21).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "rules/report/workflow.rst"

@@ -337,13 +337,14 @@ PROJECT_RULES = {  # every rule of the workflow that the tiny study runs
 
 
 def _project_workdir(path: Path) -> Path:
-    """A fresh working directory where the tiny config's relative paths (tests/data/...) resolve;
-    results, logs, the label cache and .snakemake stay inside it, so runs never share a DFT label.
-    No config/ here: SLURM job steps are not given --replace-workflow-config (Snakemake 9.27, plugin
-    2.8), so they would merge config/config.yaml over the tiny config and disagree with the main
-    process (the default study's seeds change the rules' outputs)."""
+    """A fresh working directory laid out like a checkout (tests/ and config/, so the tiny config's
+    relative paths resolve and config/config.yaml is there); results, logs, the label cache and
+    .snakemake stay inside it, so runs never share a DFT label. With config/config.yaml present, the
+    job steps must still run the tiny config alone, as the main process does (issue 21: they once
+    merged the default study under it, whose seeds change the rules' outputs)."""
     path.mkdir(parents=True)
     (path / "tests").symlink_to(ROOT / "tests")
+    (path / "config").symlink_to(ROOT / "config")
     return path
 
 

@@ -588,3 +588,18 @@ def test_training_checkpoints_are_no_outputs(tmp_path):
     outputs = [line.split("\t")[0] for line in summary.splitlines() if "\t" in line][1:]
     assert "results/seed-0/models/golf-1.pt" in outputs
     assert not [o for o in outputs if "checkpoints" in o or o.endswith(".ckpt")]
+
+
+def test_a_config_file_given_is_the_whole_config(tmp_path):
+    """Issue 21: in a checkout (config/config.yaml present), --configfile tiny.yaml runs the tiny
+    study alone, as SLURM job steps do; the default study (three seeds) is read only without one."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "config").symlink_to(REPO / "config")
+    text = _snakemake_with(study, TINY_CONFIG, "-n")
+    assert "results/seed-0/models/golf-1.pt" in text and "seed-1/" not in text and "golf-6" not in text
+    default = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(study), "-n"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert default.returncode == 0 and "results/seed-2/models/golf-6.pt" in default.stdout
