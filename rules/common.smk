@@ -98,7 +98,7 @@ def model_names():
     return names
 
 
-# Evaluation protocols (golf.study.evaluate.protocol_name): the paper's L-BFGS without a cap first; a
+# Evaluation protocols (golf.study.names.protocol_name): the paper's L-BFGS without a cap first; a
 # configured golf.max_displacement adds a second, labelled row set "capped-<x>" of every NNP.
 PROTOCOLS = [None] + (
     [config["golf"]["max_displacement"]]

@@ -56,3 +56,39 @@ def test_no_import_runs_up_the_layers(path):
     layer = _layer(path)
     wrong = _golf_imports(path) - ALLOWED[layer] - {layer}
     assert not wrong, f"golf.{layer} may not import {sorted(wrong)} ({path.relative_to(PACKAGE)})"
+
+
+# What each rule's script imports, in its conda environment (envs/*.yaml), without the packages
+# that environment lacks: a package __init__ that loads torch eagerly would break the light ones.
+ENVIRONMENTS = {
+    "chem": (
+        {"torch", "torchani", "matplotlib", "psi4", "tblite", "geometric"},
+        ["golf.chem.conformers", "golf.train.validation", "golf.study.evaluate", "golf.active.select",
+         "golf.active.round_stats", "golf.oracle.labels", "golf.oracle.trajectories", "golf.study.jobs"],
+    ),
+    "psi4": (
+        {"torch", "torchani", "rdkit", "pandas", "matplotlib"},
+        ["golf.oracle.oracle", "golf.oracle.labels", "golf.oracle.trajectories", "golf.study.jobs",
+         "golf.study.recipes", "golf.train.validation"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("env", sorted(ENVIRONMENTS))
+def test_light_environments_import_what_their_rules_need(env):
+    import subprocess
+    import sys
+
+    blocked, modules = ENVIRONMENTS[env]
+    script = f"""
+import importlib, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {sorted(blocked)!r}:
+            raise ImportError(f"{{name}} is not in the {env} environment")
+sys.meta_path.insert(0, Block())
+for module in {modules!r}:
+    importlib.import_module(module)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -103,6 +103,8 @@ def test_settings_check_the_program_and_its_method():
     with pytest.raises(ValueError, match="program must be one of"):
         OracleSettings(program="orca")
     assert OracleSettings(program="xtb", method="GFN1-xTB", basis="def2-svp").basis == ""  # xtb has no basis
+    with pytest.raises(ValueError, match="scf_type are not tblite's"):  # a Psi4 option left in the config
+        OracleSettings(**GFN2, options={"scf_type": "pk"})
 
 
 def test_geometric_reference_minimum_with_xtb(oracle):

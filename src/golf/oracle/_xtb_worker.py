@@ -1,7 +1,7 @@
 """A long-lived GFN-xTB worker (tblite): the xTB program behind :class:`golf.oracle.oracle.Oracle`.
 
 Run as ``<python> _xtb_worker.py --scratch DIR [--scratch-root ROOT]`` by an interpreter that has
-numpy and tblite (the project's venv, or a conda env from ``envs/xtb.yaml``). It imports only the
+numpy and tblite (the project's venv, or the conda env of ``envs/psi4.yaml``, which has both). It imports only the
 standard library, numpy and tblite, and speaks the protocol of :mod:`golf.oracle._psi4_worker`
 (tasks on stdin, one JSON line each; results on the original stdout), with the hello line::
 
@@ -9,8 +9,8 @@ standard library, numpy and tblite, and speaks the protocol of :mod:`golf.oracle
 
 A task's ``method`` is "gfn2-xtb" or "gfn1-xtb"; ``basis`` is not used (the method has its own).
 ``multiplicity`` m gives m - 1 unpaired electrons. ``options`` are tblite calculator settings
-("accuracy", "max-iter", "mixer-damping", "temperature" in K, "guess": "sad" or "eeq"); those that
-change the answer ("accuracy", "temperature") are part of the label's cache key like Psi4's.
+("accuracy", "max-iter", "mixer-damping", "temperature": the electronic temperature in Hartree, as
+tblite takes it, "guess": "sad" or "eeq"); like Psi4's, they are part of the label's cache key.
 
 Statuses: "ok"; "scf_not_converged" when the SCC does not converge after the fallback ladder
 (more iterations, then stronger damping of the charge mixer, then the EEQ guess: aids that do not

@@ -60,10 +60,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+XTB_METHODS = ("gfn2-xtb", "gfn1-xtb")  # tblite's Hamiltonians (IPEA1 is for ionisation potentials)
+# tblite's calculator settings (golf.oracle._xtb_worker); a Psi4 option left in a config that now
+# names xtb would fail every label, so it is refused up front.
+XTB_OPTIONS = ("accuracy", "max-iter", "mixer-damping", "temperature", "guess")
+
 # Failures a later run may reuse: they come from the conformation and these settings, not from
 # our side (a call that never reached Psi4 is not a failure of the conformation).
-XTB_METHODS = ("gfn2-xtb", "gfn1-xtb")  # tblite's Hamiltonians (IPEA1 is for ionisation potentials)
-
 REMEMBERED_FAILURES = ("scf_not_converged", "timeout", "worker_crashed", "oracle_error")
 
 
@@ -96,6 +99,11 @@ class OracleSettings:
             self.basis = ""  # GFN-xTB has its own minimal basis: not part of the label's key
             if self.method.lower() not in XTB_METHODS:
                 problems.append(f"the xtb program's method is one of {', '.join(XTB_METHODS)}, not {self.method!r}")
+            unknown = sorted(k for k in self.options if not str(k).startswith("_") and k not in XTB_OPTIONS)
+            if unknown:
+                problems.append(
+                    f"options {', '.join(unknown)} are not tblite's (the xtb program takes {', '.join(XTB_OPTIONS)})"
+                )
         elif not self.method or not self.basis:
             problems.append("method and basis must be non-empty")
         if int(self.threads) < 1 or int(self.workers) < 1:

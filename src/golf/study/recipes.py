@@ -5,7 +5,7 @@ its files, calls one of these and writes the result."""
 
 from __future__ import annotations
 
-from golf import data, train
+from golf import data
 from golf.data.dataset import Dataset
 from golf.oracle.labels import ProvenanceError, common_provenance
 from golf.study.jobs import train_settings, user_errors
@@ -63,6 +63,8 @@ def trajeq_frames(trajectories, round_: int, rounds: int):
 
 def _train(model, d0: Dataset, new: Dataset | None, settings, params: dict, metrics_csv, checkpoint):
     """golf.train.train with the rule's metrics file and resumable checkpoint."""
+    from golf import train  # torch: not in the oracle rules' environment, which imports this module
+
     checkpoint_every = params["train"]["checkpoint_every"]
     return train.train(
         model, d0, new, settings, metrics_csv=metrics_csv, checkpoint=checkpoint, checkpoint_every=checkpoint_every

@@ -621,8 +621,8 @@ def validation_force_error(metrics_csv) -> float:
 
 def with_validation_error(summary: pd.DataFrame, model_metrics) -> pd.DataFrame:
     """``summary`` with column ``val_force_mae`` from each model's training metrics CSV
-    (``.../seed-<s>/models/<model>.metrics.csv``, or ``.../models/<model>.metrics.csv`` with one
-    seed); NaN for models without one (MMFF, the oracle, an imported baseline)."""
+    (``.../seed-<s>/models/<model>.metrics.csv``; outside a seed directory it has no seed); NaN for
+    models without one (MMFF, the oracle, an imported baseline)."""
     rows = []
     for path in model_metrics:
         path = Path(path)

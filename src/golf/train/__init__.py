@@ -6,17 +6,18 @@ May import :mod:`golf.data`, :mod:`golf.nnp` and :mod:`golf.units`.
 - :mod:`golf.train.validation`: which molecules or conformers are held out.
 """
 
-from golf.train.trainer import TrainError, TrainResult, TrainSettings, batch_composition, train
-from golf.train.validation import mark_validation, validation_key, validation_keys, validation_predicate
+import importlib
 
-__all__ = [
-    "TrainSettings",
-    "TrainResult",
-    "TrainError",
-    "train",
-    "batch_composition",
-    "validation_key",
-    "validation_keys",
-    "mark_validation",
-    "validation_predicate",
-]
+# The API is loaded on first use: golf.train.validation (numpy only) serves light environments
+# (the d0 rule's) that have no torch, which golf.train.trainer needs.
+_API = {
+    **dict.fromkeys(("TrainSettings", "TrainResult", "TrainError", "train", "batch_composition"), "trainer"),
+    **dict.fromkeys(("validation_key", "validation_keys", "mark_validation", "validation_predicate"), "validation"),
+}
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
