@@ -9,6 +9,7 @@ from golf.chem.conformers import molecule_list_path
 from golf.cli.config import ConfigError, golf_budget, traj_budget, validate
 from golf.study.names import (
     model_name,
+    parse_model,
     protocol_name,
     round_seed,
     seed_dir,
@@ -136,12 +137,8 @@ def evaluated_models():
     and labelled step."""
     if config["evaluation"]["rounds"] == "all" or not ROUNDS:
         return model_names()
-    final = ROUNDS[-1]
-    return [
-        m
-        for m in model_names()
-        if not m.startswith(("golf-", "random-")) or m.endswith(f"-{final}")
-    ]
+    earlier = {(arm, r) for arm in ("golf", "random") for r in ROUNDS[:-1]}
+    return [m for m in model_names() if parse_model(m) not in earlier]
 
 
 def nnp_evaluations():
