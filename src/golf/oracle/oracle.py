@@ -418,7 +418,7 @@ class Oracle:
             pending[key] = (_Job(key, species, coordinates, int(charge), int(multiplicity)), [i])
 
         bar = tqdm(total=len(inputs), file=sys.stderr, disable=not progress, unit="conf",
-                   desc=f"psi4 {s.level_of_theory}", dynamic_ncols=True)  # fmt: skip
+                   desc=f"{s.program} {s.level_of_theory}", dynamic_ncols=True)  # fmt: skip
         bar.update(sum(r is not None for r in results))  # cache hits and rejected inputs
         pool = ThreadPoolExecutor(max_workers=len(self.pool))
         try:
