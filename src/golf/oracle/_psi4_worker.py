@@ -1,8 +1,10 @@
 """A long-lived Psi4 worker: the script that runs inside Psi4's own interpreter.
 
-Run as ``<psi4 python> _psi4_worker.py --scratch DIR [--scratch-root ROOT]``. It must import only the standard library,
-numpy and psi4: Psi4's interpreter (Debian's ``/usr/bin/python3`` or a conda env) does not have the
-golf package or its venv. :mod:`golf.oracle.oracle` starts and talks to it.
+Run as ``<psi4 python> _psi4_worker.py --scratch DIR [--scratch-root ROOT]``. It must import only the
+standard library, numpy, psi4 and its sibling :mod:`golf.oracle._worker_protocol` (stdlib only, the
+task loop it shares with the xTB worker): Psi4's interpreter (Debian's ``/usr/bin/python3`` or a
+conda env) does not have the golf package or its venv. :mod:`golf.oracle.oracle` starts and talks
+to it.
 
 Protocol (one JSON object per line, UTF-8):
 
@@ -34,26 +36,20 @@ Test hooks, honoured only when the environment has ``GOLF_ORACLE_TEST_HOOKS=1``:
 """
 
 import argparse
-import json
 import math
 import os
-import shutil
 import signal
-import sys
-import threading
 import time
 
 # Keep the protocol channel apart from fd 1 *before* psi4 is imported: psi4's C++ and Python
-# layers may write to fd 1 at import and at any time after.
-_RESULT_FD = os.dup(1)
-_devnull = os.open(os.devnull, os.O_WRONLY)
-os.dup2(_devnull, 1)
-os.close(_devnull)
-sys.stdout = sys.stderr  # Python-level prints go to the worker's log (stderr), not to results
+# layers may write to fd 1 at import and at any time after. A sibling of this script, stdlib only.
+from _worker_protocol import exit_with_parent, send, serve
 
-import numpy as np  # noqa: E402
-import psi4  # noqa: E402
-from psi4.driver.p4util.exceptions import SCFConvergenceError  # noqa: E402
+# isort: split
+
+import numpy as np
+import psi4
+from psi4.driver.p4util.exceptions import SCFConvergenceError
 
 _SYMBOLS = (
     "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
@@ -74,13 +70,6 @@ _LADDER = (
 )
 
 _HOOKS = os.environ.get("GOLF_ORACLE_TEST_HOOKS") == "1"
-
-
-def send(message):
-    data = (json.dumps(message) + "\n").encode()
-    while data:
-        n = os.write(_RESULT_FD, data)
-        data = data[n:]
 
 
 def geometry_string(species, coordinates, charge, multiplicity):
@@ -150,24 +139,6 @@ def run_task(task):
     return {"status": "scf_not_converged", "message": message, "attempts": attempts}
 
 
-def exit_with_parent(scratch_root, interval_s=1.0):
-    """Die when the process that started us dies (e.g. a cancelled Snakemake job), even mid-task.
-
-    That process cannot clean up any more, so the first worker to notice removes the oracle's
-    scratch folder (all its workers die the same way).
-    """
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        if scratch_root:
-            shutil.rmtree(scratch_root, ignore_errors=True)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", required=True, help="private scratch folder of this worker")
@@ -186,25 +157,7 @@ def main():
             "pid": os.getpid(),
         }
     )
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        task = json.loads(line)
-        if task.get("cmd") == "exit":
-            break
-        start = time.perf_counter()
-        try:
-            result = run_task(task)
-        except Exception as err:  # never die on a bad task: report it and wait for the next one
-            first = str(err).strip().splitlines()
-            result = {"status": "oracle_error", "message": f"{type(err).__name__}: {first[0] if first else ''}"[:400]}
-        result.update(type="result", id=task.get("id"), wall_s=time.perf_counter() - start)
-        send(result)
-        try:
-            reset_psi4()
-        except Exception:
-            pass
+    serve(run_task, after_task=reset_psi4)
 
 
 if __name__ == "__main__":

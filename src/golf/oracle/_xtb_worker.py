@@ -19,25 +19,19 @@ multiplicity tblite cannot handle), with tblite's message.
 """
 
 import argparse
-import json
 import math
 import os
-import sys
-import threading
-import time
 
 # The protocol channel is kept apart from fd 1 before tblite is imported: its Fortran layer
-# writes to fd 1.
-_RESULT_FD = os.dup(1)
-_devnull = os.open(os.devnull, os.O_WRONLY)
-os.dup2(_devnull, 1)
-os.close(_devnull)
-sys.stdout = sys.stderr
+# writes to fd 1. A sibling of this script, stdlib only.
+from _worker_protocol import exit_with_parent, send, serve
 
-import numpy as np  # noqa: E402
-from tblite.exceptions import TBLiteRuntimeError  # noqa: E402
-from tblite.interface import Calculator  # noqa: E402
-from tblite.library import get_version  # noqa: E402
+# isort: split
+
+import numpy as np
+from tblite.exceptions import TBLiteRuntimeError
+from tblite.interface import Calculator
+from tblite.library import get_version
 
 BOHR_TO_ANGSTROM = 0.52917721067  # CODATA 2014, as golf.units and Psi4 1.3: positions go in in Bohr
 METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
@@ -49,13 +43,6 @@ _LADDER = (
     {"max-iter": 500, "mixer-damping": 0.2},
     {"max-iter": 500, "mixer-damping": 0.1, "guess": "eeq"},
 )
-
-
-def send(message):
-    data = (json.dumps(message) + "\n").encode()
-    while data:
-        n = os.write(_RESULT_FD, data)
-        data = data[n:]
 
 
 def _calculator(task, settings):
@@ -98,43 +85,17 @@ def run_task(task):
     return {"status": "scf_not_converged", "message": message, "attempts": attempts}
 
 
-def exit_with_parent(interval_s=1.0):
-    """Die when the process that started us dies (a cancelled job), even mid-task."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", required=True, help="private scratch folder of this worker")
-    parser.add_argument("--scratch-root", help="the oracle's scratch folder (unused: tblite writes no files)")
+    parser.add_argument("--scratch-root", help="the oracle's scratch folder, removed if the oracle dies")
     args = parser.parse_args()
-    exit_with_parent()
+    exit_with_parent(args.scratch_root)
     os.makedirs(args.scratch, exist_ok=True)
     os.chdir(args.scratch)
     version = ".".join(map(str, get_version()))
     send({"type": "hello", "program": "xtb", "version": f"tblite {version}", "pid": os.getpid()})
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        task = json.loads(line)
-        if task.get("cmd") == "exit":
-            break
-        start = time.perf_counter()
-        try:
-            result = run_task(task)
-        except Exception as err:  # never die on a bad task: report it and wait for the next one
-            first = str(err).strip().splitlines()
-            result = {"status": "oracle_error", "message": f"{type(err).__name__}: {first[0] if first else ''}"[:400]}
-        result.update(type="result", id=task.get("id"), wall_s=time.perf_counter() - start)
-        send(result)
+    serve(run_task)
 
 
 if __name__ == "__main__":
