@@ -23,6 +23,16 @@ to a named peer measured in the same run:
       at ``--train-batch`` for PaiNN and ANI on the conformations' DFT labels (total energies =
       data.energy + atomrefs, forces), the median of the per-step times after the first step.
 
+(4) with ``--schnetpack-python``: the same figures for schnetpack 2.0.4's own PaiNN (the peer; it runs in
+    an environment of its own, see bench/schnetpack_peer.py), every pair and pairs within the
+    cutoff, after checking that it computes our energies to 1e-5 Hartree; then the ratios.
+
+Memory: glibc's allocator, left alone, returns every large freed tensor to the kernel, and a PaiNN
+step then spends most of its time in page faults; ``golf.nnp.painn.keep_freed_memory`` (called when
+a PaiNN model is built) turns that off. ``--default-allocator`` measures without it, for us and the
+peer alike; by default the peer runs under the same setting (glibc's ``MALLOC_MMAP_MAX_`` and
+``MALLOC_TRIM_THRESHOLD_``), so the ratios compare the models' code, not the allocators.
+
 PaiNN is the authors' trained GOLF-10k checkpoint (``golf.nnp.model.import_schnetpack_painn``): trained
 weights keep L-BFGS trajectories molecule-shaped, and the cost of an evaluation does not depend
 on the weights. ANI is untrained (its cost does not depend on the weights either).
@@ -31,6 +41,8 @@ Defaults fit about 5 minutes on 2 busy CPU cores (one torch thread: see ``--thre
 1024 and longer runs are for a GPU:
 
     .venv/bin/python bench/painn_throughput.py
+    .venv/bin/python bench/painn_throughput.py --threads 2 --skip throughput,optimize
+    .venv/bin/python bench/painn_throughput.py --schnetpack-python .venv-schnetpack/bin/python
     .venv/bin/python bench/painn_throughput.py --device cuda --batch-sizes 1,64,1024 --steps 5 \\
         --train-steps 30 --repeats 5
 """
@@ -38,8 +50,11 @@ Defaults fit about 5 minutes on 2 busy CPU cores (one torch thread: see ``--thre
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -198,6 +213,24 @@ def training_rate(model, d0, batch: int, steps: int, device: torch.device) -> tu
     return 1.0 / float(np.median(rest)), steps / cpu
 
 
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def run_peer(python: str, args, default_allocator: bool) -> dict:
+    """bench/schnetpack_peer.py's figures, run by ``python`` (the peer's environment)."""
+    env = dict(os.environ)
+    if not default_allocator:  # what golf.nnp.painn.keep_freed_memory does, for the peer process
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1))
+    cmd = [python, str(Path(__file__).with_name("schnetpack_peer.py")), "--db", str(args.db), "--checkpoint",
+           str(args.checkpoint), "--batch-sizes", args.batch_sizes, "--repeats", str(args.repeats), "--train-batch",
+           str(args.train_batch), "--train-steps", str(args.train_steps), "--threads", str(args.threads)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the schnetpack peer failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _ratios(ours: tuple[float, float], peer: tuple[float, float]) -> str:
     return f"{ours[0] / peer[0]:7.3f}x wall, {ours[1] / peer[1]:7.3f}x CPU"
 
@@ -224,6 +257,8 @@ def main(argv=None) -> int:
     # One thread by default: on a shared 2-core machine, two OpenMP threads made a batch-1 PaiNN
     # call 0.07-2.7 s instead of 0.02 s whenever the other core was busy (measured).
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--schnetpack-python", default=None, help="the peer's interpreter (see bench/schnetpack_peer.py)")
+    p.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc settings alone")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: throughput, optimize, train")
     args = p.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
@@ -240,6 +275,10 @@ def main(argv=None) -> int:
     socket.socket.connect = _no_network  # nothing may be downloaded
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as golf.train.trainer does, so (1) and (3) run under the same setting
+    if args.default_allocator:
+        import golf.nnp.painn
+
+        golf.nnp.painn.keep_freed_memory = lambda: False  # looked up when a PaiNN is built
     from golf.cli import config as golf_config
     from golf.data.formats import read_ase_db, read_atomrefs
     from golf.nnp.model import import_schnetpack_painn, resolve_device
@@ -270,6 +309,7 @@ def main(argv=None) -> int:
 
     if "throughput" not in skip:
         print("(1) energy+forces, float32, conformations/s (best of --repeats calls; wall, and per CPU second)")
+        rate_by_batch = {}
         for batch in batch_sizes:
             rate = {}
             for name, model, pairs in (
@@ -285,6 +325,7 @@ def main(argv=None) -> int:
                     flush=True,
                 )
             painn.network.pairs = "cutoff"
+            rate_by_batch[batch] = rate["PaiNN"][0]
             for peer in ("PaiNN all pairs", "ANI"):
                 print(f"    batch {batch:5d}  PaiNN / {peer:16s} {_ratios(rate['PaiNN'], rate[peer])}", flush=True)
 
@@ -324,8 +365,39 @@ def main(argv=None) -> int:
         rates = {}
         for name, model in (("PaiNN", painn), ("ANI", ani)):
             rates[name] = training_rate(model, data, args.train_batch, args.train_steps, device)
-            print(f"    {name:6s} {rates[name][0]:8.3f} steps/s wall  {rates[name][1]:8.3f} CPU", flush=True)
+            print(
+                f"    {name:6s} {rates[name][0]:8.3f} steps/s wall  {rates[name][1]:8.3f} CPU  "
+                f"(peak memory of the process so far {_peak_rss_gb():.2f} GB)",
+                flush=True,
+            )
         print(f"    PaiNN / ANI: {_ratios(rates['PaiNN'], rates['ANI'])}", flush=True)
+
+    if args.schnetpack_python:
+        peer = run_peer(args.schnetpack_python, args, args.default_allocator)
+        from golf.nnp.model import padded_batch
+
+        every = padded_batch(conformers)
+        with torch.no_grad():
+            ours = painn.network_energies(painn.element_indices(every.species), every.coordinates.float())
+        ours = ours.double().cpu().numpy()
+        gap = float(np.abs(np.array(peer["energies"]) - ours).max())
+        print(
+            f"(4) schnetpack 2.0.4 (torch {peer['torch']}, {peer['threads']} threads): "
+            f"its energies are ours to {gap:.1e} Ha"
+        )
+        if gap > 1e-5:
+            raise SystemExit("the peer does not compute our model: no ratios")
+        for key, rate in peer["throughput"].items():
+            batch, layout = key.split(" ", 1)
+            line = f"    energy+forces batch {int(batch):5d}, {layout:12s} {rate:10.2f} conformations/s"
+            if "throughput" not in skip and int(batch) in batch_sizes:
+                line += f"   ours / it {rate_by_batch[int(batch)] / rate:7.3f}x"
+            print(line, flush=True)
+        for layout, rate in peer["train"].items():
+            line = f"    training batch {args.train_batch}, {layout:12s} {rate:8.3f} steps/s"
+            if "train" not in skip:
+                line += f"   ours / it {rates['PaiNN'][0] / rate:7.3f}x"
+            print(line, flush=True)
     return 0
 
 

@@ -20,15 +20,27 @@ only real pairs. Pairs are found under ``no_grad`` (the choice of pairs is not d
 the distances themselves are recomputed from the coordinates with the graph kept, so forces and
 force-training gradients flow as in schnetpack.
 
-Dropping far pairs changes the shapes the BLAS kernels see and so the last bits of a result (about
-1e-15 in float64). :attr:`PaiNNPotential.pairs` = "all" passes every pair, as the authors do, and
-then reproduces schnetpack bit for bit, also along an L-BFGS trajectory, where such 1e-15
-differences can grow to 1e-6 Angstrom on an ill-conditioned conformation (tests/test_painn.py).
+Speed. A step is bound by memory traffic, not arithmetic: at batch 64 of nablaDFT molecules
+(2 600 atoms, 50 000 pairs) every (pairs, 3, F) tensor is 77 MB. The default path therefore
+builds each layer's filters one part at a time (never the (pairs, 3FL) tensor), keeps every per-pair
+tensor contiguous (products of strided slices ran 7-16x slower on CPU), skips the first layer's
+all-zero vector messages, and :func:`keep_freed_memory` stops glibc from unmapping and re-faulting
+those tensors on every step. bench/painn_throughput.py measures it against schnetpack 2.0.4 itself.
+
+These change the order of a few sums (and dropping far pairs changes the shapes the BLAS kernels
+see), so results differ from schnetpack's in the last bits (about 1e-15 in float64).
+:attr:`PaiNNPotential.pairs` = "all" passes every pair, as the authors do, through schnetpack's own
+operations in its order, and then reproduces schnetpack bit for bit, also along an L-BFGS
+trajectory, where such 1e-15 differences can grow to 1e-6-1e-5 Angstrom on an
+ill-conditioned conformation (tests/test_painn.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -89,13 +101,31 @@ class _Interaction(nn.Module):
             Dense(n_atom_basis, 3 * n_atom_basis, activation=None),
         )
 
-    def forward(self, q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms: int):
+    def forward(self, q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms: int, mu_is_zero: bool = False):
+        """``w_ij``: the layer's three filters (scalar, direction, vector), each (pairs, F) and contiguous."""
+        # Every per-pair tensor is contiguous and same-shaped or an outer product: on CPU, elementwise
+        # products of strided slices broadcast against each other ran 7-16x slower (measured).
+        # index_select, not advanced indexing: its backward is a plain index_add.
+        context = torch.split(self.interatomic_context_net(q.squeeze(1)), self.n_atom_basis, dim=1)
+        x_q, x_r, x_mu = (w * c.index_select(0, idx_j) for w, c in zip(w_ij, context, strict=True))
+        dmu = x_r[:, None, :] * dir_ij[:, :, None]  # (pairs, 3, F)
+        if not mu_is_zero:  # the first layer's mu is all zeros: its term adds exactly 0
+            dmu = dmu + x_mu[:, None, :] * mu.index_select(0, idx_j)
+        return q + _sum_into(x_q, idx_i, n_atoms)[:, None], mu + _sum_into(dmu, idx_i, n_atoms)
+
+    def forward_as_schnetpack(self, q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms: int):
+        """schnetpack's own operations in its order (``w_ij``: the layer's (pairs, 1, 3F) filters):
+        bit for bit its result, 2-3x slower than :meth:`forward` on CPU."""
         x = w_ij * self.interatomic_context_net(q)[idx_j]  # (pairs, 1, 3F)
         dq, dmu_r, dmu_mu = torch.split(x, self.n_atom_basis, dim=-1)
-        dq = torch.zeros((n_atoms, *dq.shape[1:]), dtype=dq.dtype, device=dq.device).index_add(0, idx_i, dq)
-        dmu = dmu_r * dir_ij[..., None] + dmu_mu * mu[idx_j]  # (pairs, 3, F)
-        dmu = torch.zeros((n_atoms, *dmu.shape[1:]), dtype=dmu.dtype, device=dmu.device).index_add(0, idx_i, dmu)
+        dq = _sum_into(dq, idx_i, n_atoms)
+        dmu = _sum_into(dmu_r * dir_ij[..., None] + dmu_mu * mu[idx_j], idx_i, n_atoms)  # from (pairs, 3, F)
         return q + dq, mu + dmu
+
+
+def _sum_into(values: Tensor, index: Tensor, n: int) -> Tensor:
+    """Sum the rows of ``values`` into ``n`` rows by ``index`` (a scatter-add)."""
+    return torch.zeros((n, *values.shape[1:]), dtype=values.dtype, device=values.device).index_add(0, index, values)
 
 
 class _Mixing(nn.Module):
@@ -136,19 +166,31 @@ class PaiNNRepresentation(nn.Module):
         self.interactions = nn.ModuleList(_Interaction(n_atom_basis, F.silu) for _ in range(n_interactions))
         self.mixing = nn.ModuleList(_Mixing(n_atom_basis, F.silu) for _ in range(n_interactions))
 
-    def forward(self, z: Tensor, r_ij: Tensor, idx_i: Tensor, idx_j: Tensor) -> Tensor:
+    def forward(self, z: Tensor, r_ij: Tensor, idx_i: Tensor, idx_j: Tensor, as_schnetpack: bool = False) -> Tensor:
         """Scalar atom features (atoms, n_atom_basis) from atomic numbers (atoms,) and pair vectors
-        r_j - r_i (pairs, 3) Angstrom."""
+        r_j - r_i (pairs, 3) Angstrom; ``as_schnetpack``: in schnetpack's order of operations."""
         n_atoms = z.shape[0]
         d_ij = torch.norm(r_ij, dim=1, keepdim=True)  # (pairs, 1)
         dir_ij = r_ij / d_ij
-        filters = self.filter_net(self.radial_basis(d_ij)) * self.cutoff_fn(d_ij)[..., None]  # (pairs, 1, 3FL)
-        filter_list = torch.split(filters, 3 * self.n_atom_basis, dim=-1)
+        rbf, cut = self.radial_basis(d_ij), self.cutoff_fn(d_ij)  # (pairs, 1, n_rbf), (pairs, 1)
         q = self.embedding(z)[:, None]  # (atoms, 1, F)
         mu = torch.zeros((n_atoms, 3, self.n_atom_basis), dtype=q.dtype, device=q.device)
-        for w_ij, interaction, mixing in zip(filter_list, self.interactions, self.mixing, strict=True):
-            q, mu = interaction(q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms)
-            q, mu = mixing(q, mu)
+        layers = list(zip(self.interactions, self.mixing, strict=True))
+        if as_schnetpack:  # every layer's filters at once, (pairs, 1, 3FL)
+            filters = torch.split(self.filter_net(rbf) * cut[..., None], 3 * self.n_atom_basis, dim=-1)
+            for w_ij, (interaction, mixing) in zip(filters, layers, strict=True):
+                q, mu = mixing(*interaction.forward_as_schnetpack(q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms))
+            return q.squeeze(1)
+        # The same filters, (rbf W^T + b) * cutoff, one layer and one part (scalar, direction,
+        # vector) at a time: each (pairs, F) and contiguous, never all 3L parts at once (the filters
+        # are the largest tensors of a step). Forces then sum over the parts in another order than
+        # schnetpack's one product does: equal to rounding (1e-15 in float64), not bit for bit.
+        weights = torch.split(self.filter_net.weight, self.n_atom_basis)
+        biases = torch.split(self.filter_net.bias, self.n_atom_basis)
+        rbf = rbf.squeeze(1)
+        for layer, (interaction, mixing) in enumerate(layers):
+            w_ij = [F.linear(rbf, weights[k], biases[k]) * cut for k in range(3 * layer, 3 * layer + 3)]
+            q, mu = mixing(*interaction(q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms, mu_is_zero=layer == 0))
         return q.squeeze(1)
 
 
@@ -163,6 +205,28 @@ class Atomwise(nn.Module):
     def forward(self, features: Tensor, idx_m: Tensor, n_molecules: int) -> Tensor:
         y = self.outnet(features)  # (atoms, 1)
         return torch.zeros((n_molecules, 1), dtype=y.dtype, device=y.device).index_add(0, idx_m, y).squeeze(-1)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of returning it to the kernel; True if it did.
+
+    A PaiNN step allocates and frees hundreds of (pairs, 3, F) tensors of tens of MB each. glibc
+    serves each from a fresh ``mmap`` and unmaps it on free, so every step pays the kernel to zero
+    and map its pages again: at batch 64 on nablaDFT molecules, 0.9 million page faults and 60 %
+    of a training step (bench/painn_throughput.py, ``--default-allocator``). Serving them from the
+    heap, and trimming the heap only above 2 GB free, removes that: the process keeps its peak
+    memory until it exits. This is PyTorch's CPU tuning advice (a caching malloc such as jemalloc)
+    done with glibc's own ``mallopt``; elsewhere (macOS, musl) it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 class PaiNNPotential(nn.Module):
@@ -182,6 +246,7 @@ class PaiNNPotential(nn.Module):
         self.pairs = "cutoff"  # or "all": every pair, as the authors' neighbour list (see the module docstring)
         # element index -> atomic number; not persistent: the authors' checkpoints do not have it.
         self.register_buffer("_z_of_index", torch.as_tensor(atomic_numbers, dtype=torch.long), persistent=False)
+        keep_freed_memory()
 
     @property
     def cutoff(self) -> float:
@@ -208,6 +273,6 @@ class PaiNNPotential(nn.Module):
             idx_i, idx_j = compact[m * n + i], compact[m * n + j]
         pos = coordinates.reshape(-1, 3)[flat]  # (atoms, 3), differentiable
         z = self._z_of_index[elem_idxs.reshape(-1)[flat]]
-        features = self.representation(z, pos[idx_j] - pos[idx_i], idx_i, idx_j)
+        features = self.representation(z, pos[idx_j] - pos[idx_i], idx_i, idx_j, as_schnetpack=self.pairs == "all")
         idx_m = flat // n
         return self.output_modules[0](features, idx_m, b)
