@@ -211,9 +211,9 @@ class Atomwise(nn.Module):
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the kernel; True if it did.
 
-    A PaiNN step allocates and frees hundreds of (pairs, 3, F) tensors of tens of MB each. glibc
+    A PaiNN step allocates and frees dozens of (pairs, F) and (pairs, 3, F) tensors of 25-77 MB. glibc
     serves each from a fresh ``mmap`` and unmaps it on free, so every step pays the kernel to zero
-    and map its pages again: at batch 64 on nablaDFT molecules, 0.9 million page faults and 60 %
+    and map its pages again: at batch 64 on nablaDFT molecules, 0.9 million page faults and over half
     of a training step (bench/painn_throughput.py, ``--default-allocator``). Serving them from the
     heap, and trimming the heap only above 2 GB free, removes that: the process keeps its peak
     memory until it exits. This is PyTorch's CPU tuning advice (a caching malloc such as jemalloc)
