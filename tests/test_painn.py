@@ -94,7 +94,7 @@ def test_lbfgs_steps_match_schnetpack(reference, name):
 
 def test_lbfgs_with_cutoff_pairs_stays_on_the_reference_path(reference):
     """Our default (pairs inside the cutoff only) differs from all pairs by ~1e-15 per force; 100
-    L-BFGS iterations grow that to ~1.4e-6 Angstrom on the ill-conditioned second conformation
+    L-BFGS iterations grow that to a few 1e-6 Angstrom on the ill-conditioned second conformation
     (max force still 0.017 Ha/A after 20 steps), and stay below 1e-8 on most."""
     ref, rows, atomrefs, _ = reference
     name = "baseline-NNP"

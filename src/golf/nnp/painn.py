@@ -31,7 +31,7 @@ These change the order of a few sums (and dropping far pairs changes the shapes 
 see), so results differ from schnetpack's in the last bits (about 1e-15 in float64).
 :attr:`PaiNNPotential.pairs` = "all" passes every pair, as the authors do, through schnetpack's own
 operations in its order, and then reproduces schnetpack bit for bit, also along an L-BFGS
-trajectory, where such 1e-15 differences can grow to 1e-6-1e-5 Angstrom on an
+trajectory, where such 1e-15 differences can grow to a few 1e-6 Angstrom on an
 ill-conditioned conformation (tests/test_painn.py).
 """
 
@@ -115,7 +115,7 @@ class _Interaction(nn.Module):
 
     def forward_as_schnetpack(self, q, mu, w_ij, dir_ij, idx_i, idx_j, n_atoms: int):
         """schnetpack's own operations in its order (``w_ij``: the layer's (pairs, 1, 3F) filters):
-        bit for bit its result, 2-3x slower than :meth:`forward` on CPU."""
+        bit for bit its result, about 1.4x slower than :meth:`forward` on CPU at the same pairs."""
         x = w_ij * self.interatomic_context_net(q)[idx_j]  # (pairs, 1, 3F)
         dq, dmu_r, dmu_mu = torch.split(x, self.n_atom_basis, dim=-1)
         dq = _sum_into(dq, idx_i, n_atoms)
