@@ -111,16 +111,7 @@ def main() -> None:
             force_mae = float(best["val_force_mae_kcalmol_per_A"])
             golf = _golf_steps(result.model, d0)
             rows.append({"model": f"n={n}", "d0_labels": len(d0), "val_force_mae": force_mae, **golf})
-    summary = []
-    for name, table in tables.items():
-        per = metrics.conformation_metrics(table)
-        per = per[per["step"] == per["step"].max()]
-        summary.append({
-            "model": name, "conformations": int(per["evaluated"].sum()),
-            "pct_div": 100 * per["diverged"].mean(), "failed": int(per["failed"].sum()),
-            "mean_pct": per["pct"].mean(), "mean_e_res": per["e_res_kcal"].mean(),
-            "success": 100 * per["success"].mean(),
-        })  # fmt: skip
+    summary = [metrics.last_step_summary(name, table) for name, table in tables.items()]
     out = pd.DataFrame(summary).merge(pd.DataFrame(rows), on="model", how="left")
     print(out.to_markdown(index=False, floatfmt=".3g"))
 

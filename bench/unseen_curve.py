@@ -134,17 +134,7 @@ def main() -> None:
                 stage(f"evaluate {name}")
                 rows.append({"model": name, "d0_molecules": n, "per_molecule": k, "d0_labels": len(d0),
                              "unseen_force_mae": force_mae})  # fmt: skip
-    summary = []
-    for name, table in tables.items():
-        per = metrics.conformation_metrics(table)
-        per = per[per["step"] == per["step"].max()]
-        summary.append({
-            "model": name, "conformations": int(per["evaluated"].sum()),
-            "molecules": int(per.loc[per["evaluated"].astype(bool), "molecule_id"].nunique()),
-            "pct_div": 100 * per["diverged"].mean(), "failed": int(per["failed"].sum()),
-            "mean_pct": per["pct"].mean(), "mean_e_res": per["e_res_kcal"].mean(),
-            "success": 100 * per["success"].mean(),
-        })  # fmt: skip
+    summary = [metrics.last_step_summary(name, table, molecules=True) for name, table in tables.items()]
     out = pd.DataFrame(summary).merge(pd.DataFrame(rows), on="model", how="left")
     print(out.to_markdown(index=False, floatfmt=".3g"))
 

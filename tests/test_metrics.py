@@ -323,3 +323,15 @@ def test_model_sort_key():
         "random-2",
         "zzz",
     ]
+
+
+def test_last_step_summary_agrees_with_step_metrics(per_step):
+    """The benches' one-row summary: the same counts and rates as step_metrics at the last step."""
+    baseline = per_step[per_step.model == "baseline"]
+    row = metrics.last_step_summary("baseline", baseline, molecules=True)
+    last = metrics.step_metrics(baseline).iloc[-1]
+    assert row["model"] == "baseline" and row["conformations"] == last.n_evaluated == 5
+    assert row["failed"] == last.n_failed == 1
+    assert row["pct_div"] == pytest.approx(last.pct_div)
+    assert row["molecules"] == baseline["molecule_id"].nunique()
+    assert "molecules" not in metrics.last_step_summary("baseline", baseline)

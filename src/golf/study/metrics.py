@@ -251,6 +251,21 @@ def conformation_metrics(per_step: pd.DataFrame) -> pd.DataFrame:
     return _flags(normalise(per_step))
 
 
+def last_step_summary(name: str, per_step: pd.DataFrame, molecules: bool = False) -> dict[str, Any]:
+    """One bench row for a model's per-step table at its last step: conformations evaluated (and
+    ``molecules`` among them), pct_div and success (%), failed labels, mean pct and mean E_res."""
+    per = conformation_metrics(per_step)
+    per = per[per["step"] == per["step"].max()]
+    row: dict[str, Any] = {"model": name, "conformations": int(per["evaluated"].sum())}
+    if molecules:
+        row["molecules"] = int(per.loc[per["evaluated"].astype(bool), "molecule_id"].nunique())
+    return row | {
+        "pct_div": 100 * per["diverged"].mean(), "failed": int(per["failed"].sum()),
+        "mean_pct": per["pct"].mean(), "mean_e_res": per["e_res_kcal"].mean(),
+        "success": 100 * per["success"].mean(),
+    }  # fmt: skip
+
+
 def _final_step_of(per_model_max: pd.Series, final_step) -> dict[str, int]:
     if final_step is None:
         return {str(m): int(s) for m, s in per_model_max.items()}
